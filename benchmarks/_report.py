@@ -1,0 +1,85 @@
+"""Shared helpers for benchmark scripts: CSV rows, machine description, PERFORMANCE.md blocks.
+
+Each benchmark owns one block of docs/PERFORMANCE.md between ``<!-- BEGIN name -->`` and
+``<!-- END name -->`` markers and rewrites only that block, so benchmarks never clobber each
+other's tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import fcntl
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PERFORMANCE_MD = ROOT / "docs" / "PERFORMANCE.md"
+
+
+def commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, stderr=subprocess.DEVNULL
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "uncommitted"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
+
+
+def today() -> str:
+    return _dt.date.today().isoformat()
+
+
+def command_line() -> str:
+    return " ".join(["python", *sys.argv])
+
+
+def append_csv(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
+    """Append rows (adding a header when the file is new)."""
+    rows = list(rows)
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(header: list[str], rows: Iterable[Iterable[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the block ``name`` in docs/PERFORMANCE.md."""
+    PERFORMANCE_MD.parent.mkdir(parents=True, exist_ok=True)
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    with open(PERFORMANCE_MD.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            tail = rest.split(end, 1)[1]
+            text = head + block + tail
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        PERFORMANCE_MD.write_text(text)

@@ -1,0 +1,31 @@
+"""accelserve: deploy trained models onto GPUs, TPUs and CPUs with one device string.
+
+``accelserve.load(path, device=...)`` runs a model in process; ``accelserve.serve(repository)``
+starts the server. Heavy frameworks are imported only when a model needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from accelserve.api import LocalModel
+
+__all__ = ["__version__", "load", "serve"]
+
+
+def load(path: str, device: str = "cpu", version: str = "") -> LocalModel:
+    """Load the model directory ``path`` onto ``device`` (``"cpu"``, ``"cuda:0"``,
+    ``"/device:GPU:0"``, ``"tpu:0"``...) and return it; ``.infer({name: array})`` runs it."""
+    from accelserve.api import load as _load
+
+    return _load(path, device=device, version=version)
+
+
+def serve(repository: str, **settings: Any) -> None:
+    """Start the server on ``repository`` and block until it is stopped (SIGINT/SIGTERM)."""
+    from accelserve.server import ServerSettings, run
+
+    run(ServerSettings(model_repository=repository, **settings))

@@ -1,0 +1,129 @@
+"""The ``accelserve`` command: serve, devices, prepare-examples, and the tools other modules
+provide (each imported only when its subcommand runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# subcommand -> (module with add_arguments(parser) and run(args) -> int, help text)
+TOOLS: dict[str, tuple[str, str]] = {
+    "bench": ("accelserve.loadgen.cli", "load-test a KServe V2 server (accelserve or Triton)"),
+    "export": ("accelserve.export", "turn a trained model into a model-repository entry"),
+    "advise": ("accelserve.advisor", "measure a model on each device and recommend a config"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="accelserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a model repository over HTTP and gRPC")
+    serve.add_argument("--model-repository", "--model-store", required=True, help="repository path")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001, help="0 disables gRPC")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="0 disables /metrics")
+    serve.add_argument("--device", default="auto", help="default device, e.g. cpu, cuda:0, /device:GPU:0")
+    serve.add_argument("--model-control-mode", choices=["none", "explicit"], default="none")
+    serve.add_argument("--api-key", default=None, help="key for model control (or ACCELSERVE_API_KEY)")
+    serve.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=_serve)
+
+    devices = commands.add_parser("devices", help="list the devices on this host")
+    devices.add_argument("--json", action="store_true", help="print JSON")
+    devices.set_defaults(handler=_devices)
+
+    prepare = commands.add_parser("prepare-examples", help="build the example models' files")
+    prepare.add_argument("repository", nargs="?", default="examples/model_repository")
+    prepare.add_argument("--force", action="store_true", help="rebuild existing files")
+    prepare.set_defaults(handler=_prepare)
+
+    for name, (module, help_text) in TOOLS.items():
+        sub = commands.add_parser(name, help=help_text)
+        sub.set_defaults(tool=module)
+        _tool_arguments(module, sub)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "missing", None):
+        print(f"accelserve {args.command}: {args.missing} is not installed", file=sys.stderr)
+        return 2
+    if hasattr(args, "tool"):
+        return int(importlib.import_module(args.tool).run(args))
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+def _tool_arguments(module: str, parser: argparse.ArgumentParser) -> None:
+    # A tool whose module is absent (an uninstalled extra) still shows in --help.
+    try:
+        importlib.import_module(module).add_arguments(parser)
+    except ImportError:
+        parser.set_defaults(missing=module)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from accelserve.errors import AccelServeError
+    from accelserve.server import ServerSettings, run
+
+    settings = ServerSettings(
+        model_repository=args.model_repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port or None,
+        metrics_port=args.metrics_port or None,
+        device=args.device,
+        model_control_mode=args.model_control_mode,
+        api_key=args.api_key,
+        max_body_bytes=args.max_body_bytes,
+        log_level=args.log_level,
+    )
+    try:
+        run(settings)
+    except (ValueError, AccelServeError) as exc:  # bad settings: a clear line, no traceback
+        print(f"accelserve serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from accelserve.devices import discover
+
+    infos = [info.as_dict() for info in discover()]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    for info in infos:
+        print(
+            f"{info['device']:<8} {info['tensorflow_name']:<16} {info['name']}\n"
+            f"         memory {_fmt(info['memory_bytes'], 'B')}, peak {_fmt(info['peak_flops'], 'FLOP/s')}, "
+            f"bandwidth {_fmt(info['memory_bandwidth'], 'B/s')}"
+        )
+    return 0
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return "unknown"
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= scale:
+            return f"{value / scale:.1f} {prefix}{unit}"
+    return f"{value} {unit}"
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from accelserve.examples import prepare
+
+    for path in prepare(Path(args.repository), force=args.force):
+        print(f"built {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Model configuration: parse ``config.pbtxt``, complete it from the model file, render JSON.
+
+The message definitions live in ``protocol/model_config.proto`` (Triton's field names and
+numbers for the supported subset). ``text_format`` rejects any field outside that subset with
+the line and column, which ``parse_config`` turns into a message naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.protobuf import json_format, text_format
+
+from accelserve.errors import ConfigError
+from accelserve.protocol.model_config_pb2 import DataType, ModelConfig
+from accelserve.types import CONFIG_TO_V2, V2_TO_CONFIG, TensorSpec
+
+# Triton enables dynamic batching with this max_batch_size when it completes a batching model.
+DEFAULT_MAX_BATCH_SIZE = 4
+_UNKNOWN_FIELD = re.compile(r'^(\d+):(\d+) : .*has no field named "([^"]+)"')
+
+
+def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
+    config = ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        message = str(exc)
+        unknown = _UNKNOWN_FIELD.match(message)
+        if unknown:
+            line, _, field = unknown.groups()
+            raise ConfigError(
+                f"{source} line {line}: field '{field}' is not supported by accelserve"
+            ) from None
+        raise ConfigError(f"{source}: {message}") from None
+    return config
+
+
+def input_specs(config: ModelConfig) -> list[TensorSpec]:
+    return [
+        TensorSpec(
+            name=i.name,
+            datatype=_v2(i.data_type, f"input '{i.name}' data_type"),
+            dims=tuple(i.dims),
+            optional=i.optional,
+            reshape=tuple(i.reshape.shape) if i.HasField("reshape") else None,
+        )
+        for i in config.input
+    ]
+
+
+def output_specs(config: ModelConfig) -> list[TensorSpec]:
+    return [
+        TensorSpec(
+            name=o.name,
+            datatype=_v2(o.data_type, f"output '{o.name}' data_type"),
+            dims=tuple(o.dims),
+            reshape=tuple(o.reshape.shape) if o.HasField("reshape") else None,
+        )
+        for o in config.output
+    ]
+
+
+def _v2(data_type: int, what: str) -> str:
+    name = DataType.Name(data_type)
+    if name not in CONFIG_TO_V2:
+        raise ConfigError(f"{what}: expected one of {', '.join(CONFIG_TO_V2)}; received {name}")
+    return CONFIG_TO_V2[name]
+
+
+def complete_config(
+    config: ModelConfig,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    file_max_batch_size: int | None,
+) -> None:
+    """Fill what the config leaves out from what the backend read in the model file, and check
+    what it does say against the file. ``inputs``/``outputs`` dims exclude the batch dim when
+    ``file_max_batch_size`` is not 0."""
+    # file_max_batch_size: None = the file cannot tell, 0 = no batch dim, -1 = a dynamic batch
+    # dim of unknown limit, N > 0 = batches up to N.
+    batching_from_file = file_max_batch_size is not None and file_max_batch_size != 0
+    if not config.input and not config.output and batching_from_file and config.max_batch_size == 0:
+        limit = file_max_batch_size or 0
+        config.max_batch_size = limit if limit > 0 else DEFAULT_MAX_BATCH_SIZE
+        if not config.HasField("dynamic_batching") and not config.HasField("ensemble_scheduling"):
+            config.dynamic_batching.SetInParent()
+    if not config.input:
+        for spec in inputs:
+            entry = config.input.add(name=spec.name, dims=list(spec.dims))
+            entry.data_type = DataType.Value(V2_TO_CONFIG[spec.datatype])
+    if not config.output:
+        for spec in outputs:
+            entry = config.output.add(name=spec.name, dims=list(spec.dims))
+            entry.data_type = DataType.Value(V2_TO_CONFIG[spec.datatype])
+    _check_against_file(config, "input", input_specs(config), inputs)
+    _check_against_file(config, "output", output_specs(config), outputs)
+
+
+def _check_against_file(
+    config: ModelConfig, kind: str, declared: list[TensorSpec], found: list[TensorSpec]
+) -> None:
+    if not found:  # the backend cannot tell (e.g. TorchScript, Python models)
+        return
+    by_name = {s.name: s for s in found}
+    for spec in declared:
+        actual = by_name.get(spec.name)
+        if actual is None:
+            raise ConfigError(
+                f"model '{config.name}': {kind} '{spec.name}' in the config is not in the model "
+                f"file; the file has {', '.join(sorted(by_name))}"
+            )
+        if actual.datatype != spec.datatype:
+            raise ConfigError(
+                f"model '{config.name}': {kind} '{spec.name}' data_type: the model file has "
+                f"{V2_TO_CONFIG[actual.datatype]}, the config says {V2_TO_CONFIG[spec.datatype]}"
+            )
+        if spec.reshape is None and not _dims_compatible(spec.dims, actual.dims):
+            raise ConfigError(
+                f"model '{config.name}': {kind} '{spec.name}' dims: the model file has "
+                f"{list(actual.dims)}, the config says {list(spec.dims)}"
+            )
+
+
+def _dims_compatible(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
+    if len(declared) != len(actual):
+        return False
+    return all(d == a or d == -1 or a == -1 for d, a in zip(declared, actual, strict=True))
+
+
+# uint64/int64 fields that protobuf's JSON mapping renders as strings; Triton renders numbers.
+_INT64_FIELDS = {
+    "dims",
+    "shape",
+    "versions",
+    "max_queue_delay_microseconds",
+    "priority_levels",
+    "default_priority_level",
+    "default_timeout_microseconds",
+    "model_version",
+}
+
+
+def config_to_json(config: ModelConfig) -> dict[str, Any]:
+    """The model config in Triton's JSON form (``GET /v2/models/{m}/config``)."""
+    data = json_format.MessageToDict(
+        config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _numbers(data)  # type: ignore[no-any-return]
+
+
+def _numbers(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _numbers(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v, key) for v in value]
+    if key in _INT64_FIELDS and isinstance(value, str):
+        return int(value)
+    return value
+
+
+def validate_config(config: ModelConfig) -> None:
+    """Checks that do not need the model file."""
+    if config.max_batch_size < 0:
+        raise ConfigError(
+            f"model '{config.name}' max_batch_size: expected >= 0; received {config.max_batch_size}"
+        )
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        seen: set[str] = set()
+        for t in tensors:
+            if not t.name:
+                raise ConfigError(f"model '{config.name}': an {kind} has no name")
+            if t.name in seen:
+                raise ConfigError(f"model '{config.name}': {kind} '{t.name}' is declared twice")
+            seen.add(t.name)
+            if t.data_type == DataType.TYPE_INVALID:
+                raise ConfigError(f"model '{config.name}': {kind} '{t.name}' has no data_type")
+            for d in t.dims:
+                if d < -1:
+                    raise ConfigError(
+                        f"model '{config.name}': {kind} '{t.name}' dims: expected sizes >= -1; "
+                        f"received {list(t.dims)}"
+                    )

@@ -1,0 +1,58 @@
+"""Builds the example model repository's model files at set-up time (no opaque binaries in git).
+
+``simple``: Triton's classic example. INPUT0, INPUT1 INT32 [16]; OUTPUT0 = INPUT0 + INPUT1,
+OUTPUT1 = INPUT0 - INPUT1; batches up to 8. Written as a two-node ONNX graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def build_simple(model_dir: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    batch_16 = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "simple",
+        [
+            helper.make_tensor_value_info("INPUT0", TensorProto.INT32, batch_16),
+            helper.make_tensor_value_info("INPUT1", TensorProto.INT32, batch_16),
+        ],
+        [
+            helper.make_tensor_value_info("OUTPUT0", TensorProto.INT32, batch_16),
+            helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, batch_16),
+        ],
+    )
+    model = helper.make_model(
+        graph, producer_name="accelserve", opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8  # readable by every ONNX Runtime from 1.10 on
+    onnx.checker.check_model(model)
+    path = model_dir / "1" / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+# model directory name -> builder; a builder runs only when its model directory exists
+BUILDERS: dict[str, Callable[[Path], Path]] = {"simple": build_simple}
+
+
+def prepare(repository: Path, force: bool = False) -> list[Path]:
+    """Build every example model whose directory is in ``repository`` and whose files are
+    missing (or all of them with ``force``)."""
+    built = []
+    for name, builder in BUILDERS.items():
+        model_dir = repository / name
+        if not model_dir.is_dir():
+            continue
+        if force or not any(p.is_dir() and p.name.isdigit() for p in model_dir.iterdir()):
+            built.append(builder(model_dir))
+    return built

@@ -1,0 +1,1 @@
+"""Protocol frontends: thin adapters between a wire format and the data plane."""

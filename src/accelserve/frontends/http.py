@@ -1,0 +1,272 @@
+"""KServe V2 REST frontend with Triton's extensions, as a bare ASGI application.
+
+Why bare ASGI on uvicorn (httptools parser, uvloop): the infer route is the hot path, and a
+framework's request/response objects and routing cost more per request than the whole V2
+decode of a small tensor; uvicorn with httptools was the fastest pure-Python-installable server
+we measured for this (docs/PERFORMANCE.md). JSON goes through orjson (codecs.v2_http) for the
+same reason: it parses and renders several times faster than the standard library.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from accelserve.codecs.v2_http import decode_infer_request, decode_json, encode_infer_response, encode_json
+from accelserve.dataplane import DataPlane
+from accelserve.errors import (
+    AccelServeError,
+    ErrorCode,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+)
+from accelserve.types import InferRequest
+
+log = logging.getLogger("accelserve.http")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+HTTP_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.RESOURCE_EXHAUSTED: 503,
+}
+JSON = [(b"content-type", b"application/json")]
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+HEADER_LENGTH = b"inference-header-content-length"
+
+# An optional extra handler (the OpenAI frontend) gets the routes it claims.
+ExtraHandler = Callable[[str, str, Scope, bytes], Awaitable[Response | None]]
+
+
+class HttpFrontend:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+        extra: ExtraHandler | None = None,
+    ) -> None:
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
+        self.extra = extra
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        try:
+            body = await self._read_body(scope, receive) if method == "POST" else b""
+            response = await self._route(method, path, scope, body)
+        except AccelServeError as exc:
+            response = error_response(exc)
+        except Exception:  # never a stack trace to the client
+            log.exception("unhandled error on %s %s", method, path)
+            response = (500, JSON, encode_json({"error": "internal server error"}))
+        status, headers, payload = response
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise PayloadTooLargeError(
+                    f"request body of {int(value)} bytes exceeds the limit of {limit} bytes"
+                )
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidArgumentError("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _route(self, method: str, path: str, scope: Scope, body: bytes) -> Response:
+        parts = path.strip("/").split("/")
+        if parts[0] == "v2":
+            if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
+                return await self._model_route(method, parts, scope, body)
+            return await self._server_route(method, parts, scope, body)
+        if self.extra is not None:
+            response = await self.extra(method, path, scope, body)
+            if response is not None:
+                return response
+        raise ModelNotFoundError(f"no route for {method} {path}")
+
+    async def _model_route(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
+        # /v2/models/{m}[/versions/{v}][/ready|/config|/stats|/infer]
+        name, rest = parts[2], parts[3:]
+        version = ""
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in ("", "ready", "config", "stats", "infer"):
+            raise ModelNotFoundError(f"no route for {method} /{'/'.join(parts)}")
+        dp = self.dataplane
+        if action == "infer":
+            _expect(method, "POST", parts)
+            return await self._infer(name, version, scope, body)
+        _expect(method, "GET", parts)
+        if action == "":
+            return _json(dp.model_metadata(name, version))
+        if action == "ready":
+            ready = dp.model_ready(name, version)
+            if not ready and name not in dp.repository.models:
+                raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
+            return (200 if ready else 400), JSON, encode_json({"ready": ready})
+        if action == "config":
+            return _json(dp.model_config(name, version))
+        return _json(dp.statistics(name, version))
+
+    async def _infer(self, name: str, version: str, scope: Scope, body: bytes) -> Response:
+        header_length = None
+        for key, value in scope["headers"]:
+            if key == HEADER_LENGTH:
+                if not value.isdigit():
+                    raise InvalidArgumentError(
+                        f"Inference-Header-Content-Length: expected a non-negative integer; "
+                        f"received {value.decode(errors='replace')!r}"
+                    )
+                header_length = int(value)
+        decoded = decode_infer_request(body, header_length)
+        params = decoded.parameters
+        request = InferRequest(
+            inputs=decoded.inputs,
+            outputs=[o.name for o in decoded.outputs],
+            id=decoded.id,
+            priority=_uint_param(params, "priority"),
+            timeout_us=_uint_param(params, "timeout"),
+            parameters=params,
+        )
+        response = await self.dataplane.infer(name, version, request)
+        payload, json_length = encode_infer_response(
+            response.model_name,
+            response.model_version,
+            response.id,
+            response.outputs,
+            decoded.outputs,
+            decoded.binary_data_output,
+        )
+        if json_length is None:
+            return 200, JSON, payload
+        return (
+            200,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (HEADER_LENGTH, str(json_length).encode()),
+            ],
+            payload,
+        )
+
+    async def _server_route(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
+        dp = self.dataplane
+        route = "/".join(parts)
+        if route == "v2":
+            _expect(method, "GET", parts)
+            return _json(dp.server_metadata())
+        if route == "v2/health/live":
+            _expect(method, "GET", parts)
+            return (200 if dp.live() else 503), JSON, b"{}"
+        if route == "v2/health/ready":
+            _expect(method, "GET", parts)
+            return (200 if dp.ready() else 503), JSON, b"{}"
+        if route == "v2/models/stats":
+            _expect(method, "GET", parts)
+            return _json(dp.statistics())
+        if route == "v2/repository/index":
+            _expect(method, "POST", parts)
+            options = _json_object(body) if body.strip() else {}
+            return _json(dp.repository_index(bool(options.get("ready", False))))
+        if len(parts) == 5 and parts[1] == "repository" and parts[2] == "models":
+            _expect(method, "POST", parts)
+            key = _bearer(scope)
+            if parts[4] == "load":
+                await dp.load_model(parts[3], key)
+                return 200, JSON, b"{}"
+            if parts[4] == "unload":
+                await dp.unload_model(parts[3], key)
+                return 200, JSON, b"{}"
+        raise ModelNotFoundError(f"no route for {method} /{route}")
+
+
+class MethodNotAllowedError(InvalidArgumentError):
+    """A known route asked with the wrong HTTP method (405: an HTTP notion, so it lives here)."""
+
+
+def error_response(exc: AccelServeError) -> Response:
+    status = 405 if isinstance(exc, MethodNotAllowedError) else HTTP_STATUS.get(exc.code, 500)
+    return status, JSON, encode_json({"error": exc.message})
+
+
+def _json(data: Any) -> Response:
+    return 200, JSON, encode_json(data)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    data = decode_json(body)
+    if not isinstance(data, dict):
+        raise InvalidArgumentError(f"request body: expected a JSON object; received {type(data).__name__}")
+    return data
+
+
+def _expect(method: str, expected: str, parts: list[str]) -> None:
+    if method != expected:
+        raise MethodNotAllowedError(
+            f"method {method} is not allowed on /{'/'.join(parts)}; expected {expected}"
+        )
+
+
+def _uint_param(params: dict[str, Any], key: str) -> int:
+    value = params.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(
+            f"parameter '{key}': expected a non-negative integer; received {value!r}"
+        )
+    return value
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text = value.decode("latin-1")
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return token.strip()
+            return None
+    return None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

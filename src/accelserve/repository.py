@@ -1,0 +1,315 @@
+"""Model repository in Triton's layout: ``<repo>/<model>/config.pbtxt`` and
+``<repo>/<model>/<version>/<model file>``.
+
+Loading a model reads its config (or completes one from the model file), places backend
+instances on devices as ``instance_group`` says, and wraps them in a scheduler. One broken model
+never stops the others: it is recorded as UNAVAILABLE with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from accelserve.backends import FILE_PLATFORMS, backend_class
+from accelserve.backends.base import Backend
+from accelserve.config import complete_config, input_specs, output_specs, parse_config, validate_config
+from accelserve.devices import Device, discover, parse_device, resolve_device
+from accelserve.errors import AccelServeError, ConfigError, ModelNotFoundError, UnavailableError
+from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
+from accelserve.stats import ModelStats
+from accelserve.types import InferRequest, TensorSpec
+
+log = logging.getLogger("accelserve.repository")
+
+READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+
+
+class Runner(Protocol):
+    """What a loaded version executes requests with (the scheduler, or an ensemble)."""
+
+    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: str
+    config: ModelConfig
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    runner: Runner
+    stats: ModelStats
+    placements: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def platform(self) -> str:
+        return self.config.platform or self.config.backend
+
+
+@dataclass
+class ModelRecord:
+    name: str
+    state: str = UNAVAILABLE
+    reason: str = ""
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+
+
+class ModelRepository:
+    def __init__(self, root: str | Path, default_device: str = "auto") -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"model repository '{root}' is not a directory")
+        self.default_device = default_device
+        self.models: dict[str, ModelRecord] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def scan(self) -> list[str]:
+        """Names of the model directories in the repository."""
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and _looks_like_model(p)
+        )
+
+    async def load_all(self) -> None:
+        for name in self.scan():
+            await self.load(name)
+
+    async def load(self, name: str) -> ModelRecord:
+        """(Re)load a model; failures are recorded on the record, not raised."""
+        model_dir = self.root / name
+        if "/" in name or name.startswith(".") or not model_dir.is_dir():
+            raise ModelNotFoundError(f"failed to load '{name}': no such model in the repository")
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            old = self.models.get(name)
+            record = ModelRecord(name, state=LOADING)
+            self.models[name] = record
+            if old is not None:
+                await _stop_versions(old)
+            try:
+                record.versions = await load_versions(model_dir, self.default_device, self)
+                record.state = READY
+            except AccelServeError as exc:
+                record.state, record.reason = UNAVAILABLE, exc.message
+                log.error("model '%s' is UNAVAILABLE: %s", name, exc.message)
+            except Exception as exc:  # a broken model file must not take the server down
+                record.state = UNAVAILABLE
+                record.reason = f"{type(exc).__name__}: {exc}"
+                log.exception("model '%s' failed to load", name)
+            return record
+
+    async def unload(self, name: str) -> None:
+        record = self.models.get(name)
+        if record is None:
+            raise ModelNotFoundError(f"failed to unload '{name}': no such model is loaded")
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            record.state = UNLOADING
+            await _stop_versions(record)
+            record.state, record.reason, record.versions = UNAVAILABLE, "unloaded", {}
+
+    async def stop(self) -> None:
+        for record in self.models.values():
+            await _stop_versions(record)
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        record = self.models.get(name)
+        if record is None:
+            raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
+        if record.state != READY:
+            reason = f": {record.reason}" if record.reason else ""
+            raise UnavailableError(f"Request for unavailable model: '{name}' is {record.state}{reason}")
+        if not version:
+            return record.versions[max(record.versions, key=int)]
+        try:
+            return record.versions[version]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"Request for unknown model: '{name}' version {version} is not found"
+            ) from None
+
+    def index(self) -> list[dict[str, str]]:
+        rows = []
+        names = set(self.scan()) | set(self.models)
+        for name in sorted(names):
+            record = self.models.get(name)
+            if record is None:
+                rows.append({"name": name, "state": UNAVAILABLE, "reason": "not loaded"})
+                continue
+            versions = sorted(record.versions, key=int) or [""]
+            for version in versions:
+                row = {"name": name, "version": version, "state": record.state}
+                if record.reason:
+                    row["reason"] = record.reason
+                rows.append(row)
+        return rows
+
+
+def _looks_like_model(path: Path) -> bool:
+    return (path / "config.pbtxt").is_file() or any(
+        child.is_dir() and child.name.isdigit() for child in path.iterdir()
+    )
+
+
+async def _stop_versions(record: ModelRecord) -> None:
+    for version in record.versions.values():
+        await version.runner.stop()
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    config_path = model_dir / "config.pbtxt"
+    if config_path.is_file():
+        config = parse_config(config_path.read_text(), f"{model_dir.name}/config.pbtxt")
+    else:
+        config = ModelConfig()
+    if not config.name:
+        config.name = model_dir.name
+    elif config.name != model_dir.name:
+        raise ConfigError(
+            f"{model_dir.name}/config.pbtxt name: expected '{model_dir.name}' (the directory "
+            f"name); received '{config.name}'"
+        )
+    validate_config(config)
+    return config
+
+
+def select_versions(model_dir: Path, config: ModelConfig) -> list[str]:
+    available = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
+    if not available:
+        raise ConfigError(f"model '{config.name}': no version directory (e.g. '1/') was found")
+    policy = config.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        chosen = available
+    elif choice == "specific":
+        missing = [v for v in policy.specific.versions if v not in available]
+        if missing:
+            raise ConfigError(
+                f"model '{config.name}' version_policy specific: versions {missing} are not in "
+                f"the repository; found {available}"
+            )
+        chosen = sorted(policy.specific.versions)
+    else:
+        count = policy.latest.num_versions if choice == "latest" else 1
+        chosen = available[-max(count, 1) :]
+    return [str(v) for v in chosen]
+
+
+def platform_of(config: ModelConfig, version_dir: Path) -> str:
+    if config.platform or config.backend:
+        return config.platform or config.backend
+    filename = config.default_model_filename
+    for candidate, platform in FILE_PLATFORMS.items():
+        if (filename and filename == candidate) or (not filename and (version_dir / candidate).exists()):
+            return platform
+    raise ConfigError(
+        f"model '{config.name}': the config names no platform or backend and version "
+        f"{version_dir.name} has none of {', '.join(FILE_PLATFORMS)}"
+    )
+
+
+def instance_devices(config: ModelConfig, default_device: str) -> list[Device]:
+    """One device per instance, from ``instance_group`` (Triton: ``count`` per listed GPU)."""
+    if not config.instance_group:
+        return [resolve_device(parse_device(default_device))]
+    devices: list[Device] = []
+    gpus_present = [i.device.index for i in discover() if i.device.kind == "cuda"]
+    for group in config.instance_group:
+        count = group.count or 1
+        if count < 0:
+            raise ConfigError(f"model '{config.name}' instance_group count: expected >= 1; received {count}")
+        kind = group.kind
+        if kind == ModelInstanceGroup.KIND_AUTO:
+            kind = ModelInstanceGroup.KIND_GPU if gpus_present else ModelInstanceGroup.KIND_CPU
+        if kind == ModelInstanceGroup.KIND_CPU:
+            devices += [Device("cpu", 0)] * count
+        elif kind == ModelInstanceGroup.KIND_GPU:
+            for gpu in list(group.gpus) or gpus_present or [0]:
+                devices += [resolve_device(Device("cuda", gpu))] * count
+        else:
+            # KIND_MODEL: the model places itself; accelserve uses the default device.
+            devices += [resolve_device(parse_device(default_device))] * count
+    return devices
+
+
+async def load_versions(
+    model_dir: Path, default_device: str, repository: ModelRepository
+) -> dict[str, ModelVersion]:
+    from accelserve.scheduling.instances import ModelInstance
+    from accelserve.scheduling.policy import BatchingPolicy
+    from accelserve.scheduling.scheduler import Scheduler
+
+    config = read_config(model_dir)
+    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+        from accelserve.ensemble import load_ensemble
+
+        # An ensemble has no backend: its runner calls the step models through the repository.
+        return await load_ensemble(model_dir, config, repository)
+    devices = instance_devices(config, default_device)
+    versions: dict[str, ModelVersion] = {}
+    try:
+        for version in select_versions(model_dir, config):
+            version_config = ModelConfig()
+            version_config.CopyFrom(config)
+            backends: list[Backend] = []
+            try:
+                for device in devices:
+                    backends.append(
+                        await asyncio.to_thread(load_backend, model_dir / version, version_config, device)
+                    )
+                policy = BatchingPolicy.from_config(version_config)
+            except BaseException:
+                for backend in backends:
+                    backend.unload()
+                raise
+            stats = ModelStats(config.name, version)
+            names = [f"{config.name}_{i}" for i in range(len(backends))]
+            instances = [ModelInstance(n, b) for n, b in zip(names, backends, strict=True)]
+            versions[version] = ModelVersion(
+                name=config.name,
+                version=version,
+                config=version_config,
+                inputs={s.name: s for s in input_specs(version_config)},
+                outputs={s.name: s for s in output_specs(version_config)},
+                runner=Scheduler(config.name, policy, instances, stats),
+                stats=stats,
+                placements=[
+                    {"instance": n, "device": str(b.device), "memory_bytes": b.memory_bytes()}
+                    for n, b in zip(names, backends, strict=True)
+                ],
+            )
+    except BaseException:
+        for loaded in versions.values():
+            await loaded.runner.stop()
+        raise
+    return versions
+
+
+def load_backend(version_dir: Path, config: ModelConfig, device: Device) -> Backend:
+    """Load one backend instance and complete ``config`` in place from what the model file
+    declares, checking what the config says against it (idempotent across instances)."""
+    platform = platform_of(config, version_dir)
+    backend = backend_class(platform)()
+    backend.load(version_dir, config, device)
+    found_in, found_out = backend.inputs, backend.outputs
+    if config.max_batch_size > 0 and backend.max_batch_size == 0:
+        found_in, found_out = _strip_batch(found_in), _strip_batch(found_out)
+    try:
+        complete_config(config, found_in, found_out, backend.max_batch_size)
+    except BaseException:
+        backend.unload()
+        raise
+    if not config.platform and not config.backend:
+        config.platform = platform
+    return backend
+
+
+def _strip_batch(specs: list[TensorSpec]) -> list[TensorSpec]:
+    return [TensorSpec(s.name, s.datatype, s.dims[1:]) for s in specs]
