@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
 
 
+def _has(module: str) -> bool:  # TEMP
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,9 +51,9 @@ class ServerProcess:
             "--http-port",
             str(self.http_port),
             "--grpc-port",
-            str(self.grpc_port),
+            str(self.grpc_port if _has("accelserve.frontends.grpc") else 0),  # TEMP
             "--metrics-port",
-            str(self.metrics_port),
+            str(self.metrics_port if _has("accelserve.metrics") else 0),  # TEMP
             "--log-level",
             "warning",
             *args,
@@ -62,7 +68,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                output = self.output()
+                self.log.close()
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{output}")
             try:
                 if httpx.get(f"{self.base}/v2/health/ready", timeout=1.0).status_code == 200:
                     return

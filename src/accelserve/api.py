@@ -28,7 +28,9 @@ class LocalModel:
         config = read_config(model_dir)
         available = select_versions(model_dir, config)
         if version and version not in available:
-            raise ConfigError(f"model '{config.name}' version: expected one of {available}; received {version!r}")
+            raise ConfigError(
+                f"model '{config.name}' version: expected one of {available}; received {version!r}"
+            )
         self.version = version or available[-1]
         self.device = resolve_device(device)
         self.backend = load_backend(model_dir / self.version, config, self.device)
@@ -55,7 +57,9 @@ class LocalModel:
     def outputs(self) -> list[dict[str, Any]]:
         return [s.as_metadata(self.config.max_batch_size) for s in self._spec.outputs.values()]
 
-    def infer(self, inputs: dict[str, Any], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def infer(
+        self, inputs: dict[str, Any], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run one batch; arrays are checked against the config like a server request."""
         request = InferRequest(
             inputs={k: _as_array(v) for k, v in inputs.items()}, outputs=list(outputs or [])

@@ -29,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001, help="0 disables gRPC")
     serve.add_argument("--metrics-port", type=int, default=8002, help="0 disables /metrics")
-    serve.add_argument("--device", default="auto", help="default device, e.g. cpu, cuda:0, /device:GPU:0")
+    serve.add_argument(
+        "--device", default="auto", help="default device, e.g. cpu, cuda:0, /device:GPU:0"
+    )
     serve.add_argument("--model-control-mode", choices=["none", "explicit"], default="none")
-    serve.add_argument("--api-key", default=None, help="key for model control (or ACCELSERVE_API_KEY)")
+    serve.add_argument(
+        "--api-key", default=None, help="key for model control (or ACCELSERVE_API_KEY)"
+    )
     serve.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)

@@ -147,7 +147,8 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
     data = json_format.MessageToDict(
         config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return _numbers(data)  # type: ignore[no-any-return]
+    result: dict[str, Any] = _numbers(data)
+    return result
 
 
 def _numbers(value: Any, key: str = "") -> Any:

@@ -130,7 +130,9 @@ class DataPlane:
                 "and an --api-key to load and unload models"
             )
         if api_key is None:
-            raise UnauthenticatedError("model control needs an API key: send 'Authorization: Bearer <key>'")
+            raise UnauthenticatedError(
+                "model control needs an API key: send 'Authorization: Bearer <key>'"
+            )
         assert self.api_key is not None
         if not hmac.compare_digest(api_key.encode(), self.api_key.encode()):
             raise UnauthenticatedError("the API key is not valid")

@@ -18,7 +18,9 @@ KINDS = ("cpu", "cuda", "tpu")
 _ALIASES = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu"}
 _PLAIN = re.compile(r"^(cpu|cuda|gpu|tpu)(?::(\d+))?$")
 _TENSORFLOW = re.compile(r"^/device:(cpu|gpu|tpu):(\d+)$")
-ACCEPTED = "cpu, cpu:0, cuda, cuda:N, gpu:N, tpu:N, auto, /device:CPU:0, /device:GPU:N, /device:TPU:N"
+ACCEPTED = (
+    "cpu, cpu:0, cuda, cuda:N, gpu:N, tpu:N, auto, /device:CPU:0, /device:GPU:N, /device:TPU:N"
+)
 
 
 @dataclass(frozen=True, slots=True)

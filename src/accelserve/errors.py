@@ -7,10 +7,10 @@ HTTP or gRPC status; nothing here knows about either.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     INVALID_ARGUMENT = "invalid_argument"  # HTTP 400, gRPC INVALID_ARGUMENT
     NOT_FOUND = "not_found"  # HTTP 404, gRPC NOT_FOUND
     UNAVAILABLE = "unavailable"  # HTTP 503, gRPC UNAVAILABLE

@@ -14,7 +14,7 @@ def build_simple(model_dir: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    batch_16 = ["batch", 16]
+    batch_16: list[str | int | None] = ["batch", 16]
     graph = helper.make_graph(
         [
             helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),

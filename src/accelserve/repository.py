@@ -18,7 +18,13 @@ import numpy as np
 
 from accelserve.backends import FILE_PLATFORMS, backend_class
 from accelserve.backends.base import Backend
-from accelserve.config import complete_config, input_specs, output_specs, parse_config, validate_config
+from accelserve.config import (
+    complete_config,
+    input_specs,
+    output_specs,
+    parse_config,
+    validate_config,
+)
 from accelserve.devices import Device, discover, parse_device, resolve_device
 from accelserve.errors import AccelServeError, ConfigError, ModelNotFoundError, UnavailableError
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
@@ -125,7 +131,9 @@ class ModelRepository:
             raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
         if record.state != READY:
             reason = f": {record.reason}" if record.reason else ""
-            raise UnavailableError(f"Request for unavailable model: '{name}' is {record.state}{reason}")
+            raise UnavailableError(
+                f"Request for unavailable model: '{name}' is {record.state}{reason}"
+            )
         if not version:
             return record.versions[max(record.versions, key=int)]
         try:
@@ -181,7 +189,9 @@ def read_config(model_dir: Path) -> ModelConfig:
 
 
 def select_versions(model_dir: Path, config: ModelConfig) -> list[str]:
-    available = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
+    available = sorted(
+        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+    )
     if not available:
         raise ConfigError(f"model '{config.name}': no version directory (e.g. '1/') was found")
     policy = config.version_policy
@@ -207,7 +217,9 @@ def platform_of(config: ModelConfig, version_dir: Path) -> str:
         return config.platform or config.backend
     filename = config.default_model_filename
     for candidate, platform in FILE_PLATFORMS.items():
-        if (filename and filename == candidate) or (not filename and (version_dir / candidate).exists()):
+        if (filename and filename == candidate) or (
+            not filename and (version_dir / candidate).exists()
+        ):
             return platform
     raise ConfigError(
         f"model '{config.name}': the config names no platform or backend and version "
@@ -224,7 +236,9 @@ def instance_devices(config: ModelConfig, default_device: str) -> list[Device]:
     for group in config.instance_group:
         count = group.count or 1
         if count < 0:
-            raise ConfigError(f"model '{config.name}' instance_group count: expected >= 1; received {count}")
+            raise ConfigError(
+                f"model '{config.name}' instance_group count: expected >= 1; received {count}"
+            )
         kind = group.kind
         if kind == ModelInstanceGroup.KIND_AUTO:
             kind = ModelInstanceGroup.KIND_GPU if gpus_present else ModelInstanceGroup.KIND_CPU
@@ -262,7 +276,9 @@ async def load_versions(
             try:
                 for device in devices:
                     backends.append(
-                        await asyncio.to_thread(load_backend, model_dir / version, version_config, device)
+                        await asyncio.to_thread(
+                            load_backend, model_dir / version, version_config, device
+                        )
                     )
                 policy = BatchingPolicy.from_config(version_config)
             except BaseException:

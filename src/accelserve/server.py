@@ -115,15 +115,21 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings) -> Any:
     try:
         from accelserve.frontends.grpc import start_grpc_server
     except ImportError as exc:
-        raise SystemExit(f"the gRPC frontend needs grpcio ({exc}); pip install 'accelserve[grpc]' or pass --grpc-port 0") from None
-    return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes)
+        raise SystemExit(
+            f"the gRPC frontend needs grpcio ({exc}); pip install 'accelserve[grpc]' or pass --grpc-port 0"
+        ) from None
+    return await start_grpc_server(
+        dataplane, settings.host, settings.grpc_port, settings.max_body_bytes
+    )
 
 
 async def _start_metrics(dataplane: DataPlane, settings: ServerSettings) -> Any:
     try:
         from accelserve.metrics import start_metrics_server
     except ImportError as exc:
-        raise SystemExit(f"the metrics endpoint needs prometheus-client ({exc}); pip install 'accelserve[metrics]' or pass --metrics-port 0") from None
+        raise SystemExit(
+            f"the metrics endpoint needs prometheus-client ({exc}); pip install 'accelserve[metrics]' or pass --metrics-port 0"
+        ) from None
     return await start_metrics_server(dataplane, settings.host, settings.metrics_port)
 
 

@@ -17,7 +17,7 @@ import tritonclient.http as httpclient
 
 from tests.conftest import ServerProcess
 
-SLOW_MODEL = '''
+SLOW_MODEL = """
 import time
 import numpy as np
 
@@ -35,7 +35,7 @@ class Model:
 
     def finalize(self):
         pass
-'''
+"""
 
 
 def slow_config(name: str, delay_s: float, log: Path, batching: str) -> str:
@@ -88,7 +88,9 @@ def queue_server(tmp_path_factory: pytest.TempPathFactory):
     process.stop()
 
 
-def _infer(base: str, model: str, value: float, rows: int = 1, **parameters: object) -> httpx.Response:
+def _infer(
+    base: str, model: str, value: float, rows: int = 1, **parameters: object
+) -> httpx.Response:
     body = {
         "inputs": [{"name": "X", "datatype": "FP32", "shape": [rows, 1], "data": [value] * rows}],
         "parameters": parameters,
@@ -163,9 +165,13 @@ def test_priority_order(queue_server) -> None:
     with cf.ThreadPoolExecutor(8) as pool:
         blocker = pool.submit(_infer, server.base, "priorities", 100.0)
         time.sleep(0.1)  # the blocker runs; the next ones queue behind it
-        low = [pool.submit(_infer, server.base, "priorities", 10.0 + i, priority=2) for i in range(3)]
+        low = [
+            pool.submit(_infer, server.base, "priorities", 10.0 + i, priority=2) for i in range(3)
+        ]
         time.sleep(0.05)
-        high = [pool.submit(_infer, server.base, "priorities", 20.0 + i, priority=1) for i in range(2)]
+        high = [
+            pool.submit(_infer, server.base, "priorities", 20.0 + i, priority=1) for i in range(2)
+        ]
         for f in [blocker, *low, *high]:
             assert f.result().status_code == 200
     order = [int(line.split()[0]) for line in log.read_text().split("\n") if line]

@@ -18,7 +18,9 @@ def _body(*inputs: dict[str, object], **extra: object) -> dict[str, object]:
     return {"inputs": list(inputs), **extra}
 
 
-def _tensor(name: str, shape: list[int], data: object, datatype: str = "INT32") -> dict[str, object]:
+def _tensor(
+    name: str, shape: list[int], data: object, datatype: str = "INT32"
+) -> dict[str, object]:
     return {"name": name, "datatype": datatype, "shape": shape, "data": data}
 
 
@@ -104,7 +106,9 @@ def test_unavailable_model_infer(http: httpx.Client) -> None:
 
 def test_malformed_json(http: httpx.Client) -> None:
     response = http.post(
-        "/v2/models/simple/infer", content=b'{"inputs": [', headers={"content-type": "application/json"}
+        "/v2/models/simple/infer",
+        content=b'{"inputs": [',
+        headers={"content-type": "application/json"},
     )
     _check_error(response, 400, "JSON")
     _assert_still_serving(http)
@@ -121,8 +125,18 @@ def test_binary_header_length_past_body(http: httpx.Client) -> None:
     header = json.dumps(
         {
             "inputs": [
-                {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}},
-                {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}},
+                {
+                    "name": "INPUT0",
+                    "datatype": "INT32",
+                    "shape": [1, 16],
+                    "parameters": {"binary_data_size": 64},
+                },
+                {
+                    "name": "INPUT1",
+                    "datatype": "INT32",
+                    "shape": [1, 16],
+                    "parameters": {"binary_data_size": 64},
+                },
             ]
         }
     ).encode()
@@ -147,8 +161,18 @@ def test_binary_body_without_content_type(http: httpx.Client) -> None:
     header = json.dumps(
         {
             "inputs": [
-                {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}},
-                {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}},
+                {
+                    "name": "INPUT0",
+                    "datatype": "INT32",
+                    "shape": [1, 16],
+                    "parameters": {"binary_data_size": 64},
+                },
+                {
+                    "name": "INPUT1",
+                    "datatype": "INT32",
+                    "shape": [1, 16],
+                    "parameters": {"binary_data_size": 64},
+                },
             ],
             "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
         }
@@ -168,7 +192,16 @@ def test_binary_body_without_content_type(http: httpx.Client) -> None:
 
 def test_bytes_length_prefix_past_buffer(http: httpx.Client) -> None:
     header = json.dumps(
-        {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 8}}]}
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
     ).encode()
     payload = struct.pack("<I", 1000) + b"abcd"
     response = http.post(

@@ -39,7 +39,9 @@ def test_model_control_needs_the_key(tmp_path: Path) -> None:
         assert ok.status_code == 200, ok.text
         assert httpx.get(f"{base}/v2/models/simple/ready").status_code == 400
         index = httpx.post(f"{base}/v2/repository/index", json={}).json()
-        assert {"name": "simple", "state": "UNAVAILABLE", "reason": "unloaded"}.items() <= index[0].items()
+        assert {"name": "simple", "state": "UNAVAILABLE", "reason": "unloaded"}.items() <= index[
+            0
+        ].items()
 
         # tritonclient's own load call, with the key as a header
         client = httpclient.InferenceServerClient(process.url)
@@ -71,7 +73,12 @@ def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
     (repository / "slow" / "1").mkdir(parents=True)
     (repository / "slow" / "1" / "model.py").write_text(SLOW_MODEL)
     (repository / "slow" / "config.pbtxt").write_text(
-        slow_config("slow", 0.4, tmp_path / "slow.log", "dynamic_batching { max_queue_delay_microseconds: 1000 }")
+        slow_config(
+            "slow",
+            0.4,
+            tmp_path / "slow.log",
+            "dynamic_batching { max_queue_delay_microseconds: 1000 }",
+        )
     )
     process = ServerProcess(repository)
 
@@ -104,7 +111,9 @@ def test_ready_goes_false_while_draining(tmp_path: Path) -> None:
     assert client.get("/v2/health/ready").status_code == 200  # keep-alive connection
     with cf.ThreadPoolExecutor(1) as pool:
         body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
-        running = pool.submit(httpx.post, f"{process.base}/v2/models/slow/infer", json=body, timeout=30)
+        running = pool.submit(
+            httpx.post, f"{process.base}/v2/models/slow/infer", json=body, timeout=30
+        )
         time.sleep(0.3)
         process.process.send_signal(signal.SIGTERM)
         time.sleep(0.2)

@@ -52,7 +52,7 @@ def test_unsupported_field_names_field_and_line() -> None:
 
 
 def test_syntax_error_is_clear() -> None:
-    with pytest.raises(ConfigError, match="config.pbtxt"):
+    with pytest.raises(ConfigError, match=r"config\.pbtxt"):
         parse_config('name: "m" max_batch_size: "eight"')
 
 

@@ -26,7 +26,9 @@ def test_parse(spec: str, expected: Device) -> None:
     assert parse_device(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "gpu0", "cuda:-1", "/device:XPU:0", "cpu:1", "tpu:x", "cuda:1:2"])
+@pytest.mark.parametrize(
+    "spec", ["", "gpu0", "cuda:-1", "/device:XPU:0", "cpu:1", "tpu:x", "cuda:1:2"]
+)
 def test_parse_rejects(spec: str) -> None:
     with pytest.raises(DeviceError, match="device"):
         parse_device(spec)

@@ -84,7 +84,7 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(self._output_names, results, strict=True))
 
     def unload(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None
 
 
 def _providers(device: Device, params: dict[str, str]) -> list[Any]:

@@ -13,7 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from accelserve.codecs.v2_http import decode_infer_request, decode_json, encode_infer_response, encode_json
+from accelserve.codecs.v2_http import (
+    decode_infer_request,
+    decode_json,
+    encode_infer_response,
+    encode_json,
+)
 from accelserve.dataplane import DataPlane
 from accelserve.errors import (
     AccelServeError,
@@ -119,7 +124,9 @@ class HttpFrontend:
                 return response
         raise ModelNotFoundError(f"no route for {method} {path}")
 
-    async def _model_route(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
+    async def _model_route(
+        self, method: str, parts: list[str], scope: Scope, body: bytes
+    ) -> Response:
         # /v2/models/{m}[/versions/{v}][/ready|/config|/stats|/infer]
         name, rest = parts[2], parts[3:]
         version = ""
@@ -184,7 +191,9 @@ class HttpFrontend:
             payload,
         )
 
-    async def _server_route(self, method: str, parts: list[str], scope: Scope, body: bytes) -> Response:
+    async def _server_route(
+        self, method: str, parts: list[str], scope: Scope, body: bytes
+    ) -> Response:
         dp = self.dataplane
         route = "/".join(parts)
         if route == "v2":
@@ -231,7 +240,9 @@ def _json(data: Any) -> Response:
 def _json_object(body: bytes) -> dict[str, Any]:
     data = decode_json(body)
     if not isinstance(data, dict):
-        raise InvalidArgumentError(f"request body: expected a JSON object; received {type(data).__name__}")
+        raise InvalidArgumentError(
+            f"request body: expected a JSON object; received {type(data).__name__}"
+        )
     return data
 
 

@@ -1,0 +1,67 @@
+"""Running one batch on an instance's thread, and describing its failure to clients."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from accelserve.errors import AccelServeError, ModelExecutionError
+from accelserve.scheduling.batching import merge_inputs, split_outputs
+
+logger = logging.getLogger(__name__)
+
+_NS = time.perf_counter_ns
+# An absolute path ("/a/b/c", "C:\\a\\b"): cut down to its last component in client messages.
+_SEG = r"[^\s'\"<>|:;,()\[\]{}\\/]+"
+_ABS_PATH = re.compile(rf"(?<![\w.\\/])(?:[A-Za-z]:)?[\\/](?:{_SEG}[\\/])+({_SEG})?")
+
+Outputs = dict[str, np.ndarray]
+
+
+def execute_batch(
+    infer: Callable[[Outputs], Outputs],
+    inputs: list[Outputs],
+    rows: list[int],
+    split: bool,
+) -> tuple[list[Outputs], int, int, int, int]:
+    """Merge, run and split one batch on the instance's thread.
+
+    Returns the per-request outputs, the start time (``perf_counter_ns``, when the requests
+    left the queue) and the merge, infer and split durations in ns.
+
+    ``split`` is False for models without a batch dimension: one request, outputs as they are.
+    """
+    t0 = _NS()
+    merged = merge_inputs(inputs)
+    t1 = _NS()
+    outputs = infer(merged)
+    t2 = _NS()
+    if split:
+        parts = split_outputs(outputs, rows)
+    elif isinstance(outputs, dict):
+        parts = [outputs]
+    else:
+        raise ModelExecutionError(
+            f"the backend returned {type(outputs).__name__}; expected a dict of arrays"
+        )
+    t3 = _NS()
+    return parts, t0, t1 - t0, t2 - t1, t3 - t2
+
+
+def client_safe(exc: BaseException) -> str:
+    """What went wrong, without absolute file paths or a traceback."""
+    if isinstance(exc, AccelServeError):
+        return exc.message  # written for clients already
+    text = _ABS_PATH.sub(lambda m: m.group(1) or "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def failure_message(model_name: str, rows: int, exc: BaseException) -> str:
+    """The client-facing text for a batch that failed; unexpected errors are logged in full."""
+    if not isinstance(exc, AccelServeError):
+        logger.error("model '%s': batch of size %d failed", model_name, rows, exc_info=exc)
+    return f"model '{model_name}' failed to execute a batch of size {rows}: {client_safe(exc)}"

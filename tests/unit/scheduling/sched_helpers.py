@@ -1,0 +1,60 @@
+"""Helpers for the scheduling tests: a small real backend (y = 2x) and request builders."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accelserve.backends.base import Backend
+from accelserve.devices import Device
+from accelserve.scheduling import Scheduler
+from accelserve.types import InferRequest
+
+
+class Doubler(Backend):
+    """``y = 2 * x``. Sleeps ``delay`` seconds per batch; a negative value fails the batch; the
+    value 999 makes it return one row too few. Records each batch's first-column values."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.delay = delay
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+        self.unloaded_on: str | None = None
+
+    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+        self.device = device
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.threads.add(threading.current_thread().name)
+        column = x[:, 0] if x.ndim == 2 else x[:1]
+        self.batches.append([int(v) for v in column])
+        if self.delay:
+            time.sleep(self.delay)
+        if (x < 0).any():
+            raise RuntimeError("negative input in /srv/models/secret/1/model.onnx")
+        if (x == 999).any():
+            return {"y": (x * 2)[:-1]}
+        return {"y": x * 2}
+
+    def unload(self) -> None:
+        self.unloaded_on = threading.current_thread().name
+
+
+def request(value: int, rows: int = 1, **kwargs: Any) -> InferRequest:
+    """A request whose every element is ``value`` (x: FP32 [rows, 2])."""
+    return InferRequest(inputs={"x": np.full((rows, 2), value, np.float32)}, **kwargs)
+
+
+def check(outputs: dict[str, np.ndarray], value: int, rows: int = 1) -> None:
+    np.testing.assert_array_equal(outputs["y"], np.full((rows, 2), 2 * value, np.float32))
+
+
+#: ``build(policy, *backends)`` -> Scheduler (the ``build`` fixture in conftest.py)
+Build = Callable[..., Scheduler]

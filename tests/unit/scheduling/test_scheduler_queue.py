@@ -1,0 +1,258 @@
+"""Scheduler: queue policy (size limit, timeouts), priorities, failures and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sched_helpers import Build, Doubler, check, request
+
+from accelserve.errors import (
+    InvalidArgumentError,
+    ModelExecutionError,
+    QueueFullError,
+    QueueTimeoutError,
+)
+from accelserve.scheduling import BatchingPolicy, QueuePolicy
+
+
+def dynamic(max_batch_size: int = 8, **kwargs: object) -> BatchingPolicy:
+    return BatchingPolicy(max_batch_size=max_batch_size, dynamic=True, **kwargs)  # type: ignore[arg-type]
+
+
+def test_full_queue_rejects_at_once(build: Build) -> None:
+    backend = Doubler(delay=0.2)
+    sched = build(dynamic(1, default_queue_policy=QueuePolicy(max_queue_size=2)), backend)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(sched.infer(request(0)))
+        await asyncio.sleep(0.05)  # 0 is on the instance; the queue is empty again
+        queued = [asyncio.ensure_future(sched.infer(request(i))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        with pytest.raises(QueueFullError) as info:
+            await sched.infer(request(3))
+        assert time.monotonic() - start < 0.05
+        message = str(info.value)
+        assert "Exceeds maximum queue size" in message
+        assert "model 'm'" in message and "max_queue_size 2" in message
+        for i, task in enumerate([running, *queued]):
+            check(await task, i)
+
+    asyncio.run(main())
+    assert sched.stats.fail_reasons == {"REJECTED": 1}
+    assert sched.stats.inference_count == 3
+
+
+def test_queue_size_limit_is_per_priority_level(build: Build) -> None:
+    policy = dynamic(
+        1,
+        priority_levels=2,
+        default_priority_level=2,
+        priority_queue_policies={1: QueuePolicy(max_queue_size=1)},
+    )
+    sched = build(policy, Doubler(delay=0.1))
+
+    async def main() -> None:
+        running = asyncio.ensure_future(sched.infer(request(0)))
+        await asyncio.sleep(0.03)
+        high = asyncio.ensure_future(sched.infer(request(1, priority=1)))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError, match="priority level 1"):
+            await sched.infer(request(2, priority=1))
+        low = [sched.infer(request(i)) for i in (3, 4)]  # level 2 has no limit
+        await asyncio.gather(running, high, *low)
+
+    asyncio.run(main())
+
+
+def test_expired_request_is_rejected_while_the_instance_is_busy(build: Build) -> None:
+    policy = dynamic(1, default_queue_policy=QueuePolicy(default_timeout_us=50_000))
+    sched = build(policy, Doubler(delay=0.4))
+
+    async def main() -> None:
+        running = asyncio.ensure_future(sched.infer(request(0)))
+        await asyncio.sleep(0.01)
+        start = time.monotonic()
+        with pytest.raises(QueueTimeoutError) as info:
+            await sched.infer(request(1))
+        waited = time.monotonic() - start
+        assert 0.045 <= waited < 0.3  # by its timer, long before the instance frees up
+        assert "Request timeout expired" in str(info.value)
+        assert "model 'm'" in str(info.value) and "50000 us" in str(info.value)
+        check(await running, 0)
+
+    asyncio.run(main())
+    assert sched.stats.fail_reasons == {"OTHER": 1}
+    assert sched.pending == 0
+
+
+def test_delayed_request_goes_behind_requests_that_did_not_expire(build: Build) -> None:
+    queue_policy = QueuePolicy(timeout_action="DELAY", allow_timeout_override=True)
+    backend = Doubler(delay=0.15)
+    sched = build(dynamic(1, default_queue_policy=queue_policy), backend)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(sched.infer(request(0)))
+        await asyncio.sleep(0.01)
+        late = asyncio.ensure_future(sched.infer(request(1, timeout_us=20_000)))
+        await asyncio.sleep(0.05)  # 1 has expired by now
+        fresh = asyncio.ensure_future(sched.infer(request(2)))
+        for i, task in enumerate((running, late, fresh)):
+            check(await task, i)
+
+    asyncio.run(main())
+    assert backend.batches == [[0], [2], [1]]
+    assert sched.stats.fail.count == 0
+
+
+def test_higher_priority_requests_are_batched_first(build: Build) -> None:
+    policy = dynamic(2, priority_levels=2, default_priority_level=2)
+    backend = Doubler(delay=0.1)
+    sched = build(policy, backend)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(sched.infer(request(0)))
+        await asyncio.sleep(0.03)
+        rest = [
+            sched.infer(request(1)),
+            sched.infer(request(2, priority=2)),
+            sched.infer(request(3, priority=1)),
+            sched.infer(request(4, priority=1)),
+        ]
+        for i, out in enumerate(await asyncio.gather(first, *rest)):
+            check(out, i)
+
+    asyncio.run(main())
+    assert backend.batches == [[0], [3, 4], [1, 2]]
+
+
+@pytest.mark.parametrize(
+    ("policy", "priority", "expected"),
+    [
+        (
+            dynamic(4, priority_levels=2, default_priority_level=1),
+            3,
+            "expected 0 (the default level) or 1..2 for model 'm'; received 3",
+        ),
+        (
+            dynamic(4, priority_levels=2, default_priority_level=1),
+            -1,
+            "1..2 for model 'm'; received -1",
+        ),
+        (dynamic(4), 1, "model 'm' has no priority levels, expected 0; received 1"),
+        (BatchingPolicy(max_batch_size=4), 2, "no priority levels, expected 0; received 2"),
+    ],
+)
+def test_priority_out_of_range_is_an_invalid_argument(
+    build: Build, policy: BatchingPolicy, priority: int, expected: str
+) -> None:
+    sched = build(policy, Doubler())
+    with pytest.raises(InvalidArgumentError) as info:
+        asyncio.run(sched.infer(request(1, priority=priority)))
+    assert str(info.value).startswith("priority: ")
+    assert expected in str(info.value)
+    assert sched.pending == 0
+
+
+def test_backend_failure_fails_only_its_batch(build: Build) -> None:
+    backend = Doubler(delay=0.05)
+    sched = build(dynamic(4), backend)
+
+    async def main() -> list[object]:
+        values = [0, -1, 2, 3, 4, 5, 6, 7]  # -1 poisons the first batch of 4
+        return await asyncio.gather(
+            *(sched.infer(request(v)) for v in values), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert backend.batches == [[0, -1, 2, 3], [4, 5, 6, 7]]
+    for result in results[:4]:
+        assert isinstance(result, ModelExecutionError)
+        message = str(result)
+        assert "model 'm'" in message and "batch of size 4" in message
+        assert "RuntimeError: negative input in model.onnx" in message
+        assert "/srv" not in message
+    for i, result in enumerate(results[4:], start=4):
+        check(result, i)  # type: ignore[arg-type]
+    stats = sched.stats
+    assert stats.fail_reasons == {"BACKEND": 4}
+    assert (stats.success.count, stats.inference_count, stats.execution_count) == (4, 4, 1)
+    assert sched.pending == 0
+
+
+def test_output_that_cannot_be_split_is_an_execution_error(build: Build) -> None:
+    sched = build(dynamic(4), Doubler())
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            sched.infer(request(1)), sched.infer(request(999)), return_exceptions=True
+        )
+
+    for result in asyncio.run(main()):
+        assert isinstance(result, ModelExecutionError)
+        assert "batch of size 2" in str(result) and "first dimension of 2" in str(result)
+
+
+def test_cancelled_caller_in_the_queue_leaves_the_batch(build: Build) -> None:
+    backend = Doubler()
+    queue_policy = QueuePolicy(max_queue_size=3)
+    sched = build(
+        dynamic(8, max_queue_delay_us=100_000, default_queue_policy=queue_policy), backend
+    )
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(3)]
+        await asyncio.sleep(0.02)  # the three wait for the queue delay
+        tasks[1].cancel()
+        await asyncio.sleep(0)
+        assert sched.pending == 2
+        tasks.append(asyncio.ensure_future(sched.infer(request(3))))  # its place is free
+        for i in (0, 2, 3):
+            check(await tasks[i], i)
+        assert tasks[1].cancelled()
+
+    asyncio.run(main())
+    assert backend.batches == [[0, 2, 3]]
+    assert sched.stats.fail_reasons == {"CANCELED": 1}
+    assert sched.pending == sched.stats.pending == 0
+
+
+def test_cancelled_caller_while_running_does_not_break_the_batch(build: Build) -> None:
+    backend = Doubler(delay=0.1)
+    sched = build(dynamic(4, preserve_ordering=True), backend)
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(3)]
+        await asyncio.sleep(0.03)  # the batch is running
+        tasks[0].cancel()
+        check(await tasks[1], 1)
+        check(await tasks[2], 2)
+
+    asyncio.run(main())
+    assert backend.batches == [[0, 1, 2]]
+    assert sched.stats.fail_reasons == {"CANCELED": 1}
+    assert sched.stats.inference_count == 2
+    assert sched.pending == 0
+
+
+def test_rejected_request_does_not_hold_back_ordered_answers(build: Build) -> None:
+    policy = dynamic(
+        1,
+        preserve_ordering=True,
+        default_queue_policy=QueuePolicy(default_timeout_us=30_000, allow_timeout_override=True),
+    )
+    sched = build(policy, Doubler(delay=0.1), Doubler(delay=0.1))
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(2)]
+        await asyncio.sleep(0.01)  # both instances busy
+        doomed = asyncio.ensure_future(sched.infer(request(2, timeout_us=10_000)))
+        with pytest.raises(QueueTimeoutError):
+            await doomed
+        assert not any(t.done() for t in tasks)  # answered promptly, out of band
+        for i, task in enumerate(tasks):
+            check(await task, i)
+
+    asyncio.run(main())
