@@ -45,6 +45,11 @@ def today() -> str:
 
 
 def command_line() -> str:
+    """The command that reproduces this run, as `python -m benchmarks.x.y ARGS` from the root."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(ROOT) and script.suffix == ".py":
+        module = ".".join(script.relative_to(ROOT).with_suffix("").parts)
+        return " ".join(["python -m", module, *sys.argv[1:]])
     return " ".join(["python", *sys.argv])
 
 

@@ -1,0 +1,1 @@
+"""Wire codecs: protocol bodies <-> NumPy tensors. No web framework is imported here."""
