@@ -69,6 +69,10 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
             lifespan="off",
             log_level=settings.log_level,
             access_log=False,
+            # Per-request work we do not need: proxy header rewriting, Server/Date headers.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
             timeout_keep_alive=60,
             backlog=4096,
         )

@@ -55,6 +55,8 @@ def test_model_control_needs_the_key(tmp_path: Path) -> None:
         assert missing.status_code == 404
         # a model added after start-up can be loaded
         shutil.copytree(repository / "simple", repository / "simple2")
+        config = repository / "simple2" / "config.pbtxt"
+        config.write_text(config.read_text().replace('name: "simple"', 'name: "simple2"'))
         client.load_model("simple2", headers={"Authorization": f"Bearer {KEY}"})
         assert client.is_model_ready("simple2")
     finally:

@@ -1,0 +1,46 @@
+"""accelserve's load generator (``accelserve bench``): drives any KServe V2 server (accelserve,
+Triton) over HTTP or gRPC and reports throughput, latency percentiles and the server's own
+breakdown from ``/stats``.
+
+Names are loaded on first use, so that building the ``accelserve`` command line (which imports
+``accelserve.loadgen.cli``) does not import numpy, httptools, grpc or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accelserve.loadgen.bench import BenchOutcome, BenchSettings, bench, run_bench
+    from accelserve.loadgen.runner import StepResult
+    from accelserve.loadgen.sweep import LatencySummary, parse_sweep, percentile
+
+_EXPORTS = {
+    "BenchOutcome": "bench",
+    "BenchSettings": "bench",
+    "bench": "bench",
+    "run_bench": "bench",
+    "StepResult": "runner",
+    "LatencySummary": "sweep",
+    "parse_sweep": "sweep",
+    "percentile": "sweep",
+}
+
+__all__ = [
+    "BenchOutcome",
+    "BenchSettings",
+    "LatencySummary",
+    "StepResult",
+    "bench",
+    "parse_sweep",
+    "percentile",
+    "run_bench",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'accelserve.loadgen' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"accelserve.loadgen.{module}"), name)
