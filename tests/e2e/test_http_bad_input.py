@@ -121,25 +121,17 @@ def test_json_nested_too_deep(http: httpx.Client) -> None:
     _assert_still_serving(http)
 
 
+def _binary_header(**extra: object) -> bytes:
+    """The JSON header of a binary `simple` request: two INT32[1,16] inputs of 64 bytes each."""
+    inputs = [
+        {"name": n, "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}}
+        for n in ("INPUT0", "INPUT1")
+    ]
+    return json.dumps({"inputs": inputs, **extra}).encode()
+
+
 def test_binary_header_length_past_body(http: httpx.Client) -> None:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "datatype": "INT32",
-                    "shape": [1, 16],
-                    "parameters": {"binary_data_size": 64},
-                },
-                {
-                    "name": "INPUT1",
-                    "datatype": "INT32",
-                    "shape": [1, 16],
-                    "parameters": {"binary_data_size": 64},
-                },
-            ]
-        }
-    ).encode()
+    header = _binary_header()
     body = header + np.zeros(32, np.int32).tobytes()
     response = http.post(
         "/v2/models/simple/infer",
@@ -158,25 +150,7 @@ def test_binary_header_length_past_body(http: httpx.Client) -> None:
 
 
 def test_binary_body_without_content_type(http: httpx.Client) -> None:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "datatype": "INT32",
-                    "shape": [1, 16],
-                    "parameters": {"binary_data_size": 64},
-                },
-                {
-                    "name": "INPUT1",
-                    "datatype": "INT32",
-                    "shape": [1, 16],
-                    "parameters": {"binary_data_size": 64},
-                },
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
+    header = _binary_header(outputs=[{"name": "OUTPUT0", "parameters": {"binary_data": True}}])
     a = np.arange(16, dtype=np.int32)
     response = http.post(
         "/v2/models/simple/infer",
