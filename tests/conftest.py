@@ -19,12 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
 
 
-def _has(module: str) -> bool:  # TEMP
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,9 +45,9 @@ class ServerProcess:
             "--http-port",
             str(self.http_port),
             "--grpc-port",
-            str(self.grpc_port if _has("accelserve.frontends.grpc") else 0),  # TEMP
+            str(self.grpc_port),
             "--metrics-port",
-            str(self.metrics_port if _has("accelserve.metrics") else 0),  # TEMP
+            str(self.metrics_port),
             "--log-level",
             "warning",
             *args,

@@ -42,7 +42,14 @@ def build_simple(model_dir: Path) -> Path:
 
 
 # model directory name -> builder; a builder runs only when its model directory exists
-BUILDERS: dict[str, Callable[[Path], Path]] = {"simple": build_simple}
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "simple": build_simple,
+    # minilm: torch and transformers are imported only when a minilm entry is built
+    **{
+        name: lambda d: __import__("accelserve.examples_minilm", fromlist=["_"]).build_minilm(d)
+        for name in ("minilm", "minilm_tokenizer", "minilm_transformer", "minilm_head")
+    },
+}
 
 
 def prepare(repository: Path, force: bool = False) -> list[Path]:

@@ -189,9 +189,7 @@ def read_config(model_dir: Path) -> ModelConfig:
 
 
 def select_versions(model_dir: Path, config: ModelConfig) -> list[str]:
-    available = sorted(
-        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
-    )
+    available = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     if not available:
         raise ConfigError(f"model '{config.name}': no version directory (e.g. '1/') was found")
     policy = config.version_policy

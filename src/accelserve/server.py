@@ -79,9 +79,9 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     )
     extra_servers: list[Any] = []
     if settings.grpc_port is not None:
-        extra_servers.append(await _start_grpc(dataplane, settings))
+        extra_servers.append(await _start_grpc(dataplane, settings, settings.grpc_port))
     if settings.metrics_port is not None:
-        extra_servers.append(await _start_metrics(dataplane, settings))
+        extra_servers.append(await _start_metrics(dataplane, settings, settings.metrics_port))
 
     loop = asyncio.get_running_loop()
 
@@ -115,26 +115,24 @@ def _openai_handler(dataplane: DataPlane) -> Any:
     return OpenAIFrontend(dataplane)
 
 
-async def _start_grpc(dataplane: DataPlane, settings: ServerSettings) -> Any:
+async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, port: int) -> Any:
     try:
         from accelserve.frontends.grpc import start_grpc_server
     except ImportError as exc:
         raise SystemExit(
             f"the gRPC frontend needs grpcio ({exc}); pip install 'accelserve[grpc]' or pass --grpc-port 0"
         ) from None
-    return await start_grpc_server(
-        dataplane, settings.host, settings.grpc_port, settings.max_body_bytes
-    )
+    return await start_grpc_server(dataplane, settings.host, port, settings.max_body_bytes)
 
 
-async def _start_metrics(dataplane: DataPlane, settings: ServerSettings) -> Any:
+async def _start_metrics(dataplane: DataPlane, settings: ServerSettings, port: int) -> Any:
     try:
         from accelserve.metrics import start_metrics_server
     except ImportError as exc:
         raise SystemExit(
             f"the metrics endpoint needs prometheus-client ({exc}); pip install 'accelserve[metrics]' or pass --metrics-port 0"
         ) from None
-    return await start_metrics_server(dataplane, settings.host, settings.metrics_port)
+    return await start_metrics_server(dataplane, settings.host, port)
 
 
 def run(settings: ServerSettings) -> None:

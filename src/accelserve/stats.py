@@ -4,11 +4,26 @@ Counters are plain ints updated on the event loop thread (or under the GIL from 
 thread: each update is one attribute add, and a rare lost update would only skew a counter, not
 corrupt a response). The Prometheus endpoint reads these same objects at scrape time, so
 counting costs the hot path a few additions and nothing more.
+
+Latency histograms (request, queue and compute-infer durations) are off until the metrics
+endpoint turns them on with ``enable_histograms``: then those three ``Duration``s become
+``Histogram``s, which also count each observation into a bucket (one ``bisect`` on a short
+tuple), and models loaded later get them too.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
+
+# Upper bounds of the latency buckets in milliseconds (Prometheus "le"), when not configured.
+DEFAULT_LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+)  # fmt: skip
+HISTOGRAM_FIELDS = ("success", "queue", "compute_infer")
+_histogram_bounds_ns: tuple[int, ...] | None = None  # set by enable_histograms
 
 
 @dataclass(slots=True)
@@ -22,6 +37,58 @@ class Duration:
 
     def as_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
+
+
+@dataclass(slots=True)
+class Histogram(Duration):
+    """A Duration that also counts each observation into a latency bucket."""
+
+    bounds_ns: tuple[int, ...] = ()  # increasing upper bounds; the last bucket is +Inf
+    buckets: list[int] = field(default_factory=list)  # per bucket, not cumulative
+
+    def __post_init__(self) -> None:
+        if len(self.buckets) != len(self.bounds_ns) + 1:
+            self.buckets = [0] * (len(self.bounds_ns) + 1)
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le semantics)
+        self.buckets[bisect_left(self.bounds_ns, ns if count == 1 else ns // count)] += count
+
+    @classmethod
+    def from_duration(cls, duration: Duration, bounds_ns: tuple[int, ...]) -> Histogram:
+        """Keeps the totals; observations made before have no bucket, so they count as +Inf
+        (the histogram's count must equal its +Inf bucket)."""
+        histogram = cls(duration.count, duration.ns, bounds_ns)
+        histogram.buckets[-1] = duration.count
+        return histogram
+
+
+def bounds_ns(buckets_ms: Sequence[float]) -> tuple[int, ...]:
+    """Validated bucket bounds: milliseconds -> nanoseconds."""
+    values = [float(b) for b in buckets_ms]
+    if not values or any(not 0 < b < float("inf") for b in values):
+        raise ValueError(
+            f"latency buckets: expected one or more positive, finite milliseconds; received "
+            f"{list(buckets_ms)}"
+        )
+    if any(b >= c for b, c in pairwise(values)):
+        raise ValueError(f"latency buckets: expected increasing values; received {values}")
+    return tuple(round(b * 1_000_000) for b in values)
+
+
+def enable_histograms(buckets_ms: Sequence[float] = DEFAULT_LATENCY_BUCKETS_MS) -> tuple[int, ...]:
+    """Make every ModelStats created from now on keep latency histograms; returns the bounds
+    in nanoseconds (for ``ModelStats.enable_histograms`` on the existing ones)."""
+    global _histogram_bounds_ns
+    _histogram_bounds_ns = bounds_ns(buckets_ms)
+    return _histogram_bounds_ns
+
+
+def disable_histograms() -> None:
+    global _histogram_bounds_ns
+    _histogram_bounds_ns = None
 
 
 @dataclass(slots=True)
@@ -47,6 +114,18 @@ class ModelStats:
     fail_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count
     batch: dict[int, BatchStats] = field(default_factory=dict)  # batch size -> stats
     pending: int = 0  # requests accepted and not yet answered
+
+    def __post_init__(self) -> None:
+        if _histogram_bounds_ns is not None:
+            self.enable_histograms(_histogram_bounds_ns)
+
+    def enable_histograms(self, bounds: tuple[int, ...]) -> None:
+        """Swap the request, queue and compute-infer Durations for Histograms (the scheduler
+        looks the fields up on each update, so it counts into the new objects at once)."""
+        for name in HISTOGRAM_FIELDS:
+            current = getattr(self, name)
+            if not (isinstance(current, Histogram) and current.bounds_ns == bounds):
+                setattr(self, name, Histogram.from_duration(current, bounds))
 
     def record_failure(self, reason: str, ns: int) -> None:
         self.fail.add(ns)

@@ -21,6 +21,8 @@ BACKENDS: dict[str, str] = {
     "jax": "accelserve.backends.jax:JaxBackend",
     "accelserve_native": "accelserve.backends.native:NativeBackend",
     "python": "accelserve.backends.python:PythonBackend",
+    "accelserve_tokenizer": "accelserve.backends.tokenizer:TokenizerBackend",
+    "accelserve_embedding_head": "accelserve.backends.embedding_head:EmbeddingHeadBackend",
 }
 
 # Default model file name -> platform, for configs that name neither platform nor backend.

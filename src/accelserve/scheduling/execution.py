@@ -11,6 +11,7 @@ import numpy as np
 
 from accelserve.errors import AccelServeError, ModelExecutionError
 from accelserve.scheduling.batching import merge_inputs, split_outputs
+from accelserve.scheduling.sequences import SequenceSpec, cut_outputs, merge_padded
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def execute_batch(
     inputs: list[Outputs],
     rows: list[int],
     split: bool,
+    sequence: SequenceSpec | None = None,
+    lengths: list[int] | None = None,
 ) -> tuple[list[Outputs], int, int, int, int]:
     """Merge, run and split one batch on the instance's thread.
 
@@ -34,14 +37,18 @@ def execute_batch(
     left the queue) and the merge, infer and split durations in ns.
 
     ``split`` is False for models without a batch dimension: one request, outputs as they are.
+    With ``sequence``, requests are padded to the longest and their sequence outputs cut back
+    to ``lengths``.
     """
     t0 = _NS()
-    merged = merge_inputs(inputs)
+    merged = merge_inputs(inputs) if sequence is None else merge_padded(inputs, sequence)
     t1 = _NS()
     outputs = infer(merged)
     t2 = _NS()
     if split:
         parts = split_outputs(outputs, rows)
+        if sequence is not None and lengths is not None:
+            parts = cut_outputs(parts, lengths, sequence)
     elif isinstance(outputs, dict):
         parts = [outputs]
     else:

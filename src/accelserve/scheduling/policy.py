@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accelserve.errors import ConfigError
+from accelserve.scheduling.sequences import SequenceSpec
 
 TIMEOUT_ACTIONS = ("REJECT", "DELAY")
 
@@ -72,11 +73,15 @@ class BatchingPolicy:
     default_priority_level: int = 0
     default_queue_policy: QueuePolicy = field(default_factory=QueuePolicy)
     priority_queue_policies: dict[int, QueuePolicy] = field(default_factory=dict)
+    # Text models (parameters sequence_inputs, sequence_mask, sequence_outputs,
+    # max_batch_tokens): requests of different lengths share padded batches.
+    sequence: SequenceSpec | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
             raise ConfigError(f"max_batch_size: expected >= 0; received {self.max_batch_size}")
         self._check_preferred()
+        self._check_sequence()
         if self.max_queue_delay_us < 0:
             raise ConfigError(
                 "dynamic_batching.max_queue_delay_microseconds: expected >= 0; "
@@ -108,6 +113,22 @@ class BatchingPolicy:
                     "dynamic_batching.preferred_batch_size: expected values in "
                     f"1..{self.max_batch_size} (max_batch_size); received {size}"
                 )
+
+    def _check_sequence(self) -> None:
+        seq = self.sequence
+        if seq is None:
+            return
+        if self.max_batch_size == 0:
+            raise ConfigError(
+                "parameter 'sequence_inputs': expected a batching model (max_batch_size > 0) "
+                "to pad requests into batches; max_batch_size is 0"
+            )
+        if seq.max_tokens and self.preferred_batch_sizes:
+            raise ConfigError(
+                "parameter 'max_batch_tokens': batches chosen by length cannot also aim at "
+                f"dynamic_batching.preferred_batch_size {list(self.preferred_batch_sizes)}; "
+                "expected one of the two"
+            )
 
     def _check_priorities(self) -> None:
         levels = self.priority_levels
@@ -151,10 +172,12 @@ class BatchingPolicy:
     def from_config(cls, config: Any) -> BatchingPolicy:
         """Read ``max_batch_size`` and ``dynamic_batching`` from a ``ModelConfig`` message."""
         max_batch_size = int(config.max_batch_size)
+        sequence = sequence_spec(config)
         if config.WhichOneof("scheduling_choice") != "dynamic_batching":
-            return cls(max_batch_size=max_batch_size)
+            return cls(max_batch_size=max_batch_size, sequence=sequence)
         db = config.dynamic_batching
         return cls(
+            sequence=sequence,
             max_batch_size=max_batch_size,
             dynamic=True,
             preferred_batch_sizes=tuple(int(s) for s in db.preferred_batch_size),
@@ -168,3 +191,43 @@ class BatchingPolicy:
                 for level, qp in db.priority_queue_policy.items()
             },
         )
+
+
+def sequence_spec(config: Any) -> SequenceSpec | None:
+    """The token-aware batching parameters of a ``ModelConfig`` (None when it sets none)."""
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    names = {key: _names(params.get(key, "")) for key in ("sequence_inputs", "sequence_outputs")}
+    mask = params.get("sequence_mask", "").strip()
+    tokens_text = params.get("max_batch_tokens", "").strip()
+    if not names["sequence_inputs"]:
+        stray = [
+            k for k in ("sequence_outputs", "sequence_mask", "max_batch_tokens") if params.get(k)
+        ]
+        if stray:
+            raise ConfigError(
+                f"model '{config.name}' parameter '{stray[0]}': needs parameter 'sequence_inputs' "
+                "(the inputs whose axis 1 is the token axis)"
+            )
+        return None
+    try:
+        tokens = int(tokens_text or "0")
+    except ValueError:
+        tokens = -1
+    if tokens < 0:
+        raise ConfigError(
+            f"model '{config.name}' parameter 'max_batch_tokens': expected an integer >= 0; "
+            f"received {tokens_text!r}"
+        )
+    for key, declared in (("sequence_inputs", config.input), ("sequence_outputs", config.output)):
+        known = [t.name for t in declared]
+        for name in names[key]:
+            if known and name not in known:
+                raise ConfigError(
+                    f"model '{config.name}' parameter '{key}': '{name}' is not one of the "
+                    f"model's {key.split('_')[1]} ({', '.join(known)})"
+                )
+    return SequenceSpec(names["sequence_inputs"], mask, names["sequence_outputs"], tokens)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())

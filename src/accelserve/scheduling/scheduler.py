@@ -19,6 +19,10 @@ max_batch_size, as in Triton):
 - the oldest gathered request waited max_queue_delay: run all of it;
 - a preferred batch size is reachable: run the largest such prefix now;
 - otherwise wait until the oldest request's delay elapses or more requests arrive.
+
+Text models (``sequence_inputs``, see ``sequences``): requests of different lengths share a
+batch, padded; with ``max_batch_tokens`` the batch is the oldest request plus the queued ones of
+similar length that fit max_batch_size rows and the token budget.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ from accelserve.scheduling.batching import batch_signature, request_rows
 from accelserve.scheduling.execution import execute_batch, failure_message
 from accelserve.scheduling.instances import ModelInstance
 from accelserve.scheduling.policy import BatchingPolicy
+from accelserve.scheduling.sequences import (
+    choose_by_length,
+    sequence_length,
+    signature,
+    trim,
+)
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest
 
@@ -52,6 +62,8 @@ from accelserve.types import InferRequest
 _QUEUED, _DELAYED, _RUNNING, _DONE = 0, 1, 2, 3
 
 _NS = time.perf_counter_ns
+# Token-aware batching looks this far into the queue for requests of similar length.
+_MAX_CANDIDATES = 1024
 
 
 class _Item:
@@ -64,6 +76,7 @@ class _Item:
         "error",
         "future",
         "inputs",
+        "length",
         "level",
         "ready",
         "reason",
@@ -86,6 +99,7 @@ class _Item:
         arrival_t: float,
     ) -> None:
         self.inputs = inputs
+        self.length = 0  # tokens, for token-aware batching
         self.rows = rows
         self.sig = sig
         self.level = level  # 0-based queue index
@@ -124,6 +138,10 @@ class Scheduler:
         self._batches = policy.max_batch_size > 0  # inputs carry a batch dimension
         self._dynamic = policy.dynamic
         self._one_per_batch = not (policy.dynamic and self._batches)
+        seq = policy.sequence if self._batches else None
+        self._seq = seq
+        # Length-aware batch choice (sequences.choose_by_length) needs a token budget.
+        self._by_length = seq is not None and seq.max_tokens > 0 and not self._one_per_batch
         preferred = policy.preferred_batch_sizes
         self._cap = max(preferred) if preferred else max(1, policy.max_batch_size)
         self._preferred = frozenset(preferred)
@@ -181,16 +199,25 @@ class Scheduler:
                     f"Exceeds maximum queue size: model '{self.model_name}' already has {limit} "
                     f"queued requests at priority level {level + 1} (max_queue_size {limit})"
                 )
+        seq = self._seq
+        length = 0
+        if seq is not None:
+            length = sequence_length(inputs, seq)
+            inputs = trim(inputs, seq, length)  # drop padding an earlier step added
+            sig: Hashable = signature(inputs, seq)
+        else:
+            sig = None if self._one_per_batch else batch_signature(inputs)
         loop = self._loop = asyncio.get_running_loop()
         item = _Item(
             inputs,
             request_rows(inputs) if self._batches else 1,
-            None if self._one_per_batch else batch_signature(inputs),
+            sig,
             level,
             loop.create_future(),
             arrival_ns,
             time.monotonic(),
         )
+        item.length = length
         if self._dynamic:
             timeout_us = qp.timeout_us(request.timeout_us)
             if timeout_us:
@@ -250,6 +277,8 @@ class Scheduler:
 
     def _take_batch(self) -> list[_Item] | None:
         """Remove and return the next batch to run, or None to wait (a timer is armed)."""
+        if self._by_length:
+            return self._take_by_length()
         now = time.monotonic()
         chosen: list[_Item] = []
         expired: list[_Item] = []
@@ -298,6 +327,46 @@ class Scheduler:
                 chosen = chosen[:best]
         return chosen
 
+    def _take_by_length(self) -> list[_Item] | None:
+        """Token-aware batch: the oldest request, then queued requests of similar length, up to
+        max_batch_size rows and max_batch_tokens padded tokens (sequences.choose_by_length)."""
+        assert self._seq is not None
+        now = time.monotonic()
+        candidates: list[_Item] = []
+        expired: list[_Item] = []
+        sig: Hashable = None
+        for level in range(self._levels):
+            reject = self._rejects[level]
+            self._trim(level)
+            for dq, tag in ((self._main[level], _QUEUED), (self._delayed[level], _DELAYED)):
+                for item in dq:
+                    if item.where != tag:
+                        continue
+                    if reject and item.deadline <= now:
+                        expired.append(item)
+                        continue
+                    if not candidates:
+                        sig = item.sig
+                    elif item.sig != sig:
+                        continue
+                    if len(candidates) < _MAX_CANDIDATES:
+                        candidates.append(item)
+        for item in expired:
+            self._reject_expired(item)
+        if not candidates:
+            return None
+        picked = choose_by_length(
+            [(item.rows, item.length) for item in candidates], self._cap, self._seq.max_tokens
+        )
+        chosen = [candidates[i] for i in picked]
+        full = len(chosen) < len(candidates) or sum(item.rows for item in chosen) >= self._cap
+        if not (full or self._stopping or self._delay_s == 0.0):
+            wake = min(item.arrival_t for item in chosen) + self._delay_s
+            if now < wake:
+                self._arm(wake, now)
+                return None
+        return chosen
+
     def _trim(self, level: int) -> None:
         """Drop the requests that left a level's queues from their heads."""
         for dq, tag in ((self._main[level], _QUEUED), (self._delayed[level], _DELAYED)):
@@ -336,6 +405,8 @@ class Scheduler:
             [item.inputs for item in batch],
             [item.rows for item in batch],
             self._batches,
+            self._seq,
+            [item.length for item in batch] if self._seq is not None else None,
         )
         instance.submit(job, partial(self._finish, batch, instance))
 

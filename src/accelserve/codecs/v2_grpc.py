@@ -1,0 +1,262 @@
+"""KServe V2 gRPC messages (``ModelInferRequest``/``ModelInferResponse``) <-> NumPy.
+
+An input's data comes either typed, in ``contents`` (one repeated field per datatype family),
+or raw, in ``raw_input_contents`` (one entry per input, in input order, with the same byte
+layout as the HTTP binary extension: little-endian, unpadded, BOOL one byte, BYTES elements a
+4-byte little-endian length then the bytes). A request uses one or the other for all inputs.
+Responses are always raw, as Triton's are; ``tritonclient.grpc`` reads both.
+
+The wire-level checks (datatype, shape, element count, byte sizes, BYTES length prefixes) and
+their error texts are the HTTP codec's, reused from ``codecs.v2_http``, so a bad tensor gets the
+same answer over either protocol. What the model expects (names, datatypes, dims, batch size)
+is checked once, by the data plane.
+
+Speed: a raw input becomes a zero-copy read-only array over the message's bytes; a raw output
+is one ``tobytes`` copy. Only BYTES tensors loop per element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from accelserve.codecs.v2_http import (
+    _VALID,
+    _WIRE,
+    DEFAULT_MAX_ELEMENTS,
+    _bytes_elements,
+    _describe,
+    _element_count,
+    _output_bytes,
+    _output_datatype,
+)
+from accelserve.errors import InvalidArgumentError
+from accelserve.protocol.grpc_service_pb2 import (
+    InferParameter,
+    ModelInferRequest,
+    ModelInferResponse,
+)
+from accelserve.types import V2_TO_NUMPY, InferRequest
+
+# Which InferTensorContents field carries each datatype (FP16 and BF16 have none: raw only).
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+# Datatypes narrower than the protobuf field that carries them: values are range-checked.
+_NARROW = frozenset({"INT8", "INT16", "UINT8", "UINT16"})
+
+
+def decode_infer_request(
+    message: ModelInferRequest, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> InferRequest:
+    """A parsed ``ModelInferRequest`` -> ``InferRequest``; malformed parts raise
+    ``InvalidArgumentError`` naming the field, the expected and the received value."""
+    raw = message.raw_input_contents
+    inputs = message.inputs
+    if raw and len(raw) != len(inputs):
+        raise InvalidArgumentError(
+            f"raw_input_contents: expected one entry per input ({len(inputs)}); received {len(raw)}"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(inputs):
+        name = tensor.name
+        if not name:
+            raise InvalidArgumentError(
+                f"inputs[{index}] 'name': expected a non-empty string; received ''"
+            )
+        if name in arrays:
+            raise InvalidArgumentError(f"input '{name}' appears more than once in 'inputs'")
+        datatype = tensor.datatype
+        if datatype not in V2_TO_NUMPY:
+            raise InvalidArgumentError(
+                f"input '{name}' 'datatype': expected one of {_VALID}; received "
+                f"{_describe(datatype) if datatype else 'nothing'}"
+            )
+        shape = list(tensor.shape)
+        count = _element_count(name, shape, max_elements)
+        if tensor.parameters and "shared_memory_region" in tensor.parameters:
+            raise InvalidArgumentError(
+                f"input '{name}': shared memory (parameters.shared_memory_region) is not "
+                f"supported; expected the data in the request"
+            )
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgumentError(
+                    f"input '{name}': expected its data in raw_input_contents (the request "
+                    f"uses them) or in 'contents'; received both"
+                )
+            arrays[name] = _raw_tensor(name, datatype, shape, count, raw[index])
+        else:
+            arrays[name] = _typed_tensor(name, datatype, shape, count, tensor)
+    outputs = _requested_outputs(message) if message.outputs else []
+    params = message.parameters
+    if not params:  # tritonclient's default: no request parameters
+        return InferRequest(arrays, outputs, message.id)
+    return InferRequest(
+        inputs=arrays,
+        outputs=outputs,
+        id=message.id,
+        priority=_uint_parameter(params, "priority"),
+        timeout_us=_uint_parameter(params, "timeout"),
+        parameters=parameters_dict(params),
+    )
+
+
+def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: bytes) -> np.ndarray:
+    if datatype == "BYTES":
+        return _bytes_elements(name, shape, count, data, 0, len(data))
+    wire = _WIRE[datatype]
+    expected = count * wire.itemsize
+    if len(data) != expected:
+        raise InvalidArgumentError(
+            f"input '{name}' raw_input_contents: expected {expected} bytes ({count} {datatype} "
+            f"elements of {wire.itemsize} bytes for shape {shape}); received {len(data)}"
+        )
+    array = np.ndarray(shape, wire, data)  # read-only view of the message's bytes: no copy
+    if datatype == "BOOL" and count:
+        flat = array.reshape(-1).view(np.uint8)
+        if flat.max() > 1:
+            index = int(np.argmax(flat > 1))
+            raise InvalidArgumentError(
+                f"input '{name}': BOOL raw data must be bytes 0 or 1; received "
+                f"{int(flat[index])} at element {index}"
+            )
+    return array
+
+
+def _typed_tensor(
+    name: str, datatype: str, shape: list[int], count: int, tensor: Any
+) -> np.ndarray:
+    field = CONTENTS_FIELD.get(datatype)
+    if not tensor.HasField("contents"):
+        if count == 0:
+            return np.empty(shape, V2_TO_NUMPY[datatype])
+        raise InvalidArgumentError(
+            f"input '{name}': expected its data in 'contents' or raw_input_contents; "
+            f"received neither"
+        )
+    used = [f.name for f, _ in tensor.contents.ListFields()]
+    if field is None:
+        raise InvalidArgumentError(
+            f"input '{name}': {datatype} has no typed field in InferTensorContents; expected "
+            f"its data in raw_input_contents; received contents.{', contents.'.join(used)}"
+        )
+    if used and used != [field]:
+        raise InvalidArgumentError(
+            f"input '{name}': {datatype} data must be in contents.{field}; received "
+            f"contents.{', contents.'.join(used)}"
+        )
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidArgumentError(
+            f"input '{name}': data does not fill shape {shape}: expected {count} elements, "
+            f"received {len(values)}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    dtype = V2_TO_NUMPY[datatype]
+    if datatype in _NARROW:
+        wide = np.asarray(values, dtype=np.int64)
+        info = np.iinfo(dtype)
+        outside = (wide < info.min) | (wide > info.max)
+        if outside.any():
+            index = int(np.argmax(outside))
+            raise InvalidArgumentError(
+                f"input '{name}': {datatype} values must lie in [{info.min}, {info.max}]; "
+                f"received {int(wide[index])} at element {index}"
+            )
+        return wide.astype(dtype).reshape(shape)
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def _requested_outputs(message: ModelInferRequest) -> list[str]:
+    names: list[str] = []
+    for index, output in enumerate(message.outputs):
+        name = output.name
+        if not name:
+            raise InvalidArgumentError(
+                f"outputs[{index}] 'name': expected a non-empty string; received ''"
+            )
+        if name in names:
+            raise InvalidArgumentError(f"output '{name}' is requested more than once in 'outputs'")
+        params = output.parameters
+        if params:
+            if "classification" in params:
+                raise InvalidArgumentError(
+                    f"output '{name}': the classification extension is not supported; expected "
+                    f"no 'classification' parameter, received "
+                    f"{parameter_value(params['classification'])!r}"
+                )
+            if "shared_memory_region" in params:
+                raise InvalidArgumentError(
+                    f"output '{name}': shared memory (parameters.shared_memory_region) is not "
+                    f"supported; expected the data in the response"
+                )
+        names.append(name)
+    return names
+
+
+def _uint_parameter(params: Any, key: str) -> int:
+    if key not in params:
+        return 0
+    value = parameter_value(params[key])
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(
+            f"parameter '{key}': expected a non-negative integer; received {value!r}"
+        )
+    return value
+
+
+def parameter_value(parameter: InferParameter) -> bool | int | str | float | None:
+    choice = parameter.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(parameter, choice)
+
+
+def parameters_dict(params: Any) -> dict[str, object]:
+    return {key: parameter_value(value) for key, value in params.items()}
+
+
+# ------------------------------------------------------------------------------ response
+
+
+def encode_infer_response(
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    outputs: dict[str, np.ndarray],
+    requested: Sequence[str] = (),
+) -> ModelInferResponse:
+    """Render outputs (those ``requested``, in that order, or all) as raw contents."""
+    response = ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
+    tensors = response.outputs
+    raws: list[bytes] = []
+    for name in requested or outputs:
+        array = outputs.get(name)
+        if array is None:
+            raise InvalidArgumentError(
+                f"requested output '{name}' is not an output of model '{model_name}'; "
+                f"expected one of {', '.join(outputs)}"
+            )
+        if type(array) is not np.ndarray:  # e.g. a NumPy scalar from a backend
+            array = np.asarray(array)
+        datatype = _output_datatype(model_name, name, array)
+        tensors.add(name=name, datatype=datatype, shape=array.shape)
+        data = _output_bytes(model_name, name, array, datatype)
+        raws.append(data if type(data) is bytes else data.tobytes())
+    response.raw_output_contents.extend(raws)
+    return response

