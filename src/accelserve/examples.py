@@ -2,6 +2,7 @@
 
 ``simple``: Triton's classic example. INPUT0, INPUT1 INT32 [16]; OUTPUT0 = INPUT0 + INPUT1,
 OUTPUT1 = INPUT0 - INPUT1; batches up to 8. Written as a two-node ONNX graph.
+``linear``: the seed's y = xW + b (2x2), a native model executed with accelserve.kernels.
 """
 
 from __future__ import annotations
@@ -41,9 +42,29 @@ def build_simple(model_dir: Path) -> Path:
     return path
 
 
+def build_linear(model_dir: Path) -> Path:
+    """The seed's example: y = xW + b with a 2x2 W, a native model run by accelserve.kernels
+    on whatever device its instance is placed on (``--device /device:GPU:0`` on a GPU host)."""
+    import numpy as np
+
+    from accelserve.backends.native import write_native_model
+
+    return write_native_model(
+        model_dir / "1",
+        layers=[{"type": "linear", "weight": "W", "bias": "b", "activation": None}],
+        weights={
+            "W": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
+            "b": np.array([0.5, -0.5], np.float32),
+        },
+        input_spec={"name": "INPUT0", "datatype": "FP32", "dims": [2]},
+        output_spec="OUTPUT0",
+    )
+
+
 # model directory name -> builder; a builder runs only when its model directory exists
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "simple": build_simple,
+    "linear": build_linear,
     # minilm: torch and transformers are imported only when a minilm entry is built
     **{
         name: lambda d: __import__("accelserve.examples_minilm", fromlist=["_"]).build_minilm(d)

@@ -39,3 +39,13 @@ def test_bad_input_is_checked(simple_dir: Path) -> None:
             model.infer({"INPUT0": np.zeros((1, 16), np.int32)})
         with pytest.raises(InvalidArgumentError, match="INT32"):
             model.infer({"INPUT0": np.zeros((1, 16)), "INPUT1": np.zeros((1, 16))})
+
+
+def test_seed_linear_example_runs_on_the_kernels(tmp_path: Path) -> None:
+    """y = xW + b, the seed's 2x2 example, deployed with one device string."""
+    model_dir = copy_example("linear", tmp_path)
+    with accelserve.load(str(model_dir), device="/device:CPU:0") as model:
+        x = np.array([[1.0, 1.0], [2.0, -1.0]], np.float32)
+        y = model.infer({"INPUT0": x})["OUTPUT0"]
+    w = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    np.testing.assert_allclose(y, x @ w + np.array([0.5, -0.5], np.float32), rtol=1e-6)
