@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from accelserve.export import ExportOptions  # noqa: E402
 from accelserve.loadgen import BenchSettings, StepResult, run_bench  # noqa: E402
 from accelserve.loadgen.runner import Progress  # noqa: E402
 from benchmarks import _report  # noqa: E402
@@ -68,34 +69,36 @@ def sentences(n: int, seed: int = 0) -> list[str]:
 # -- models ------------------------------------------------------------------------------------
 
 
-def prepare_models(max_batch_tokens: int) -> dict[str, Path]:
-    """Model repositories under benchmarks/.peers/minilm: the kernel-head pipeline with and
-    without a token budget, and the ONNX-pooled pipeline."""
+def prepare_models(max_batch_tokens: int) -> dict[str, tuple[Path, ExportOptions]]:
+    """Model repositories under benchmarks/.peers/minilm, one per accelserve configuration:
+    the example's (``examples_minilm.OPTIONS``) and the variants it is compared with."""
+    import dataclasses
+    import shutil
+
     from accelserve.examples_minilm import OPTIONS, SOURCE
-    from accelserve.export import ExportOptions, export_sentence_transformer
+    from accelserve.export import export_sentence_transformer
 
-    repos = {
-        "kernel": ExportOptions(pooling="kernel", max_batch_size=OPTIONS.max_batch_size),
-        "kernel-tokens": ExportOptions(
-            pooling="kernel",
-            max_batch_size=OPTIONS.max_batch_size,
-            max_batch_tokens=max_batch_tokens,
-        ),
-        "onnx": ExportOptions(pooling="onnx", max_batch_size=OPTIONS.max_batch_size),
-        "onnx-tokens": ExportOptions(
-            pooling="onnx", max_batch_size=OPTIONS.max_batch_size, max_batch_tokens=max_batch_tokens
-        ),
+    default = dataclasses.replace(OPTIONS, max_batch_tokens=max_batch_tokens)
+    variants = {
+        "default": default,
+        "rows": dataclasses.replace(default, max_batch_tokens=0),
+        "onnx": dataclasses.replace(default, pooling="onnx"),
+        "single": dataclasses.replace(default, max_batch_tokens=0, instances=1, threads=0),
     }
-    paths = {}
-    for name, options in repos.items():
+    repos = {}
+    for name, options in variants.items():
         repo = WORK / name
-        if repo.exists():
-            import shutil
-
-            shutil.rmtree(repo)
+        shutil.rmtree(repo, ignore_errors=True)
         export_sentence_transformer(SOURCE, repo, "minilm", options)
-        paths[name] = repo
-    return paths
+        repos[name] = (repo, options)
+    return repos
+
+
+def describe(options: ExportOptions) -> str:
+    head = "kernel head" if options.pooling == "kernel" else "ONNX pooling"
+    batching = f"tokens {options.max_batch_tokens}" if options.max_batch_tokens else "rows"
+    threads = options.threads or "default"
+    return f"{head}, {options.instances} x {threads} threads, {batching}"
 
 
 # -- offline -----------------------------------------------------------------------------------
@@ -122,16 +125,16 @@ def _session(path: Path, threads: int) -> object:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def offline(repos: dict[str, Path], texts: list[str], args: argparse.Namespace) -> Offline:
+def offline(kernel: Path, onnx: Path, texts: list[str], args: argparse.Namespace) -> Offline:
     """The ceiling (kernel pipeline's files, pooled by the fastest head) and the head timing."""
     from tokenizers import Tokenizer
 
     from accelserve import kernels
 
     result = Offline()
-    tokenizer = Tokenizer.from_file(str(repos["kernel"] / "minilm_tokenizer/1/tokenizer.json"))
-    hidden = _session(repos["kernel"] / "minilm_transformer/1/model.onnx", args.threads)
-    pooled = _session(repos["onnx"] / "minilm_transformer/1/model.onnx", args.threads)
+    tokenizer = Tokenizer.from_file(str(kernel / "minilm_tokenizer/1/tokenizer.json"))
+    hidden = _session(kernel / "minilm_transformer/1/model.onnx", args.threads)
+    pooled = _session(onnx / "minilm_transformer/1/model.onnx", args.threads)
 
     def encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
         enc = tokenizer.encode_batch(batch)
@@ -189,6 +192,8 @@ class Server:
     kind: str  # accelserve | triton | ray | litserve
     repo: Path
     wire: str  # binary | json
+    instances: int = 1  # peers: Triton instances, Ray replicas, LitServe workers
+    threads: int = 0  # peers: ONNX Runtime intra-op threads (accelserve: in its config)
     steps: list[StepResult] = field(default_factory=list)
     ready_s: list[float] = field(default_factory=list)
     busy_before: list[float] = field(default_factory=list)  # other work on the cores at start
@@ -202,8 +207,13 @@ class Server:
         return statistics.median(values) if values else math.nan
 
 
-def _command(server: Server, port: int, grpc_port: int, threads: int) -> tuple[list[str], dict]:
-    env = dict(os.environ, MINILM_DIR=str(server.repo), MINILM_THREADS=str(threads))
+def _command(server: Server, port: int, grpc_port: int) -> tuple[list[str], dict]:
+    env = dict(
+        os.environ,
+        MINILM_DIR=str(server.repo),
+        MINILM_THREADS=str(server.threads),
+        MINILM_INSTANCES=str(server.instances),
+    )
     env["PYTHONPATH"] = str(PEERS_SRC)
     if server.kind == "accelserve":
         exe = ROOT / ".venv" / "bin" / "accelserve"
@@ -220,14 +230,15 @@ def _command(server: Server, port: int, grpc_port: int, threads: int) -> tuple[l
             "EXECUTION_ENV_PATH": str(launch.PEERS_DIR / "triton"),
             "PEERS_SRC": str(PEERS_SRC),
             "MINILM_DIR": str(server.repo),
-            "MINILM_THREADS": str(threads),
+            "MINILM_THREADS": str(server.threads),
         }
         config = repo / "minilm" / "config.pbtxt"
         text = "".join(
             f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
             for k, v in params.items()
         )
-        config.write_text(config.read_text() + text)
+        count = f"count: {server.instances} kind"
+        config.write_text(config.read_text().replace("count: 1 kind", count) + text)
         cmd = [
             f"--model-repository={repo}" if c.startswith("--model-repository=") else c for c in cmd
         ]
@@ -256,9 +267,9 @@ def _ready(port: int) -> bool:
     return any(o.get("name") == "embedding" and len(o.get("data", [])) == 384 for o in outputs)
 
 
-def start(server: Server, threads: int, timeout: float) -> launch.RunningPeer:
+def start(server: Server, timeout: float) -> launch.RunningPeer:
     port, grpc_port = launch.free_port(), launch.free_port()
-    cmd, env = _command(server, port, grpc_port, threads)
+    cmd, env = _command(server, port, grpc_port)
     launch.LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = launch.LOG_DIR / f"minilm-{server.name.replace(' ', '_')}.log"
     import subprocess
@@ -355,7 +366,7 @@ def measure(server: Server, data_file: Path, args: argparse.Namespace) -> None:
             flush=True,
         )
         try:
-            peer = start(server, args.threads, args.ready_timeout)
+            peer = start(server, args.ready_timeout)
         except launch.PeerError as exc:
             server.skipped = str(exc)[:300]
             print(f"[bench] SKIPPING {server.name}: {exc}", file=sys.stderr, flush=True)
@@ -480,11 +491,11 @@ Workload: {args.concurrency} concurrent clients, each sending one sentence (6 to
 {args.sentences} distinct sentences) per request and waiting for the answer; load generator
 `accelserve.loadgen` in the benchmark's process on the same cores; each run {args.warmup:g} s
 warm-up then {args.duration:g} s measured; medians over {args.repeats} repeats, servers started one
-at a time. ONNX Runtime intra-op threads: {args.threads or "ONNX Runtime's default"} everywhere.
-Every server runs one instance per model, dynamic batching up to 64.
+at a time. Dynamic batching up to 64 sentences everywhere.
 
 **Offline ceiling**: the same tokenizer file and ONNX model in this process, one batch after
-another (tokenize, run, pool), batch sizes 1 to 64: best {best_batch} at {ceiling:,.1f}
+another (tokenize, run, pool; ONNX Runtime intra-op threads: {args.threads or "its default"}),
+batch sizes 1 to 64: best {best_batch} at {ceiling:,.1f}
 sentences/s; one full batch of 32 sentences takes {full_batch_ms:,.1f} ms.
 
 {_report.markdown_table(["batch", "sentences/s", "ms per batch"], ceiling_rows)}
@@ -496,9 +507,12 @@ sentences/s; one full batch of 32 sentences takes {full_batch_ms:,.1f} ms.
 {_report.markdown_table(["head", "batch 8 ms", "batch 32 ms"], head_rows)}
 
 **Served** ({args.concurrency} clients; "vs ceiling" = sentences/s over the offline ceiling; "p99 /
-batch" = p99 over one full batch). Peers serve the ONNX-pooled graph (their best) with the same
-tokenizer file; accelserve's rows name the head and the batching (`rows`: capped by rows only;
-`tokens N`: max_batch_tokens N, similar lengths grouped).
+batch" = p99 over one full batch). Each row names the instances x ONNX Runtime threads per
+instance of the transformer (peers: Triton instances, Ray Serve replicas, LitServe workers); the
+peers serve the ONNX-pooled graph (their best) with the same tokenizer file, at accelserve's
+setting and at one instance with ONNX Runtime's default threads. accelserve's rows also name the
+head and the batching (`rows`: capped by rows only; `tokens N`: max_batch_tokens N, similar
+lengths grouped).
 
 {_report.markdown_table([*header, "failed", "other work"], rows)}
 
@@ -529,10 +543,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="offline ceiling's ONNX Runtime intra-op threads"
+    )
     parser.add_argument("--sentences", type=int, default=1024)
     parser.add_argument("--offline-sentences", type=int, default=256)
-    parser.add_argument("--max-batch-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=512, help="the token-aware configurations' budget"
+    )
     parser.add_argument("--ready-timeout", type=float, default=240.0)
     parser.add_argument(
         "--quiet-wait", type=float, default=120.0, help="max seconds to wait for idle cores"
@@ -554,26 +572,19 @@ def main() -> int:
     data_file = WORK / "sentences.json"
     data_file.write_text(json.dumps({"data": [{"text": [t]} for t in texts]}))
     wait_for_quiet(args.quiet_wait)
-    off = offline(repos, texts, args)
-    tokens = f"tokens {args.max_batch_tokens}"
-    servers: list[Server] = []
-    if "accelserve" in kinds:
-        servers += [
-            Server(
-                f"accelserve (kernel head, {tokens})",
-                "accelserve",
-                repos["kernel-tokens"],
-                "binary",
-            ),
-            Server("accelserve (kernel head, rows)", "accelserve", repos["kernel"], "binary"),
-            Server(
-                f"accelserve (ONNX pooling, {tokens})", "accelserve", repos["onnx-tokens"], "binary"
-            ),
-            Server("accelserve (ONNX pooling, rows)", "accelserve", repos["onnx"], "binary"),
-        ]
+    off = offline(repos["default"][0], repos["onnx"][0], texts, args)
+    servers = [
+        Server(f"accelserve ({describe(options)})", "accelserve", repo, "binary")
+        for repo, options in repos.values()
+        if "accelserve" in kinds
+    ]
     labels = {"triton": "Triton (Python backend)", "ray": "Ray Serve", "litserve": "LitServe"}
     wires = {"triton": "binary", "ray": "json", "litserve": "json"}
-    servers += [Server(labels[k], k, repos["onnx"], wires[k]) for k in kinds if k in labels]
+    tuned = repos["default"][1]
+    for kind in (k for k in kinds if k in labels):
+        for instances, threads in ((tuned.instances, tuned.threads), (1, 0)):
+            label = f"{labels[kind]} ({instances} x {threads or 'default'} threads)"
+            servers.append(Server(label, kind, repos["onnx"][0], wires[kind], instances, threads))
     args.default_label = servers[0].name if servers else ""
     for rep in range(args.repeats):
         order = servers[rep % len(servers) :] + servers[: rep % len(servers)]

@@ -2,11 +2,13 @@
 
     MINILM_DIR=... benchmarks/.peers/py/bin/python benchmarks/server/peers/litserve_minilm.py --port 8000
 
-Configured as LitServe documents for throughput: one CPU worker, `fast_queue=True` (ZeroMQ).
+Configured as LitServe documents for throughput: `MINILM_INSTANCES` CPU workers (default 1),
+`fast_queue=True` (ZeroMQ).
 Each request carries one sentence (the benchmark's workload); `decode_request` takes the first.
 """
 
 import argparse
+import os
 
 import litserve as ls
 import minilm_peer as peer
@@ -44,7 +46,12 @@ def main() -> None:
     api = MiniLMAPI(
         max_batch_size=peer.MAX_BATCH, batch_timeout=0.0, api_path="/v2/models/minilm/infer"
     )
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, fast_queue=True)
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=int(os.environ.get("MINILM_INSTANCES", "1")),
+        fast_queue=True,
+    )
 
     def const(body: bytes):  # extra V2 routes so the load generator can read metadata/config
         async def handler() -> Response:

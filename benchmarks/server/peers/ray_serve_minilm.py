@@ -2,13 +2,15 @@
 
     MINILM_DIR=... benchmarks/.peers/py/bin/python benchmarks/server/peers/ray_serve_minilm.py --port 8000
 
-One replica; `max_ongoing_requests` raised so that 32 clients can form batches of up to 64.
+`MINILM_INSTANCES` replicas (default 1); `max_ongoing_requests` raised so that 32 clients can
+form batches of up to 64.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import threading
 
@@ -64,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    serve.run(MiniLM.bind(), name="minilm", route_prefix="/")
+    replicas = int(os.environ.get("MINILM_INSTANCES", "1"))
+    serve.run(MiniLM.options(num_replicas=replicas).bind(), name="minilm", route_prefix="/")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
