@@ -79,11 +79,13 @@ def prepare_models(max_batch_tokens: int) -> dict[str, tuple[Path, ExportOptions
     from accelserve.export import export_sentence_transformer
 
     default = dataclasses.replace(OPTIONS, max_batch_tokens=max_batch_tokens)
+    plain = dataclasses.replace(default, max_batch_tokens=0, chunk_overhead_tokens=0)
     variants = {
         "default": default,
-        "rows": dataclasses.replace(default, max_batch_tokens=0),
+        "unchunked": dataclasses.replace(default, chunk_overhead_tokens=0),
+        "rows": plain,
         "onnx": dataclasses.replace(default, pooling="onnx"),
-        "single": dataclasses.replace(default, max_batch_tokens=0, instances=1, threads=0),
+        "single": dataclasses.replace(plain, instances=1, threads=0),
     }
     repos = {}
     for name, options in variants.items():
@@ -97,6 +99,8 @@ def prepare_models(max_batch_tokens: int) -> dict[str, tuple[Path, ExportOptions
 def describe(options: ExportOptions) -> str:
     head = "kernel head" if options.pooling == "kernel" else "ONNX pooling"
     batching = f"tokens {options.max_batch_tokens}" if options.max_batch_tokens else "rows"
+    if options.chunk_overhead_tokens:
+        batching += f", chunks {options.chunk_overhead_tokens}"
     threads = options.threads or "default"
     return f"{head}, {options.instances} x {threads} threads, {batching}"
 
@@ -512,7 +516,7 @@ instance of the transformer (peers: Triton instances, Ray Serve replicas, LitSer
 peers serve the ONNX-pooled graph (their best) with the same tokenizer file, at accelserve's
 setting and at one instance with ONNX Runtime's default threads. accelserve's rows also name the
 head and the batching (`rows`: capped by rows only; `tokens N`: max_batch_tokens N, similar
-lengths grouped).
+lengths grouped; `chunks N`: each batch run as calls of similar length, chunk_overhead_tokens N).
 
 {_report.markdown_table([*header, "failed", "other work"], rows)}
 

@@ -20,10 +20,16 @@ NAME = "minilm"
 # The options the committed configs were generated with (tests check they still match), chosen
 # by benchmarks/server/bench_embeddings.py on a 2-core machine (docs/PERFORMANCE.md): the kernel
 # head, two transformer instances of one ONNX Runtime thread each (two batches in flight, no
-# thread spinning against the server's own work), and batches of similar-length sentences up
-# to 512 tokens. On a larger CPU, raise the instances with the cores.
+# thread spinning against the server's own work), batches of similar-length sentences up to
+# 512 tokens, each run as calls of similar length (a call costing about 16 padded tokens). On a
+# larger CPU, raise the instances with the cores.
 OPTIONS = ExportOptions(
-    pooling="kernel", max_batch_size=64, max_batch_tokens=512, instances=2, threads=1
+    pooling="kernel",
+    max_batch_size=64,
+    max_batch_tokens=512,
+    instances=2,
+    threads=1,
+    chunk_overhead_tokens=16,
 )
 
 

@@ -47,6 +47,7 @@ class ExportOptions:
     max_batch_tokens: int = 0  # 0: batches are capped by rows only
     instances: int = 1  # transformer instances (the tokenizer and the head have one each)
     threads: int = 0  # ONNX Runtime intra-op threads per transformer instance (0: its default)
+    chunk_overhead_tokens: int = 0  # >0: a batch runs as calls of similar length (sequences.py)
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -56,7 +57,7 @@ class ExportOptions:
         for name in ("max_batch_size", "instances"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1; received {getattr(self, name)}")
-        for name in ("max_length", "max_batch_tokens", "threads"):
+        for name in ("max_length", "max_batch_tokens", "threads", "chunk_overhead_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected >= 0; received {getattr(self, name)}")
 
@@ -202,6 +203,8 @@ def render_configs(
         transformer_params["sequence_outputs"] = "token_embeddings"
     if options.max_batch_tokens:
         transformer_params["max_batch_tokens"] = str(options.max_batch_tokens)
+    if options.chunk_overhead_tokens:
+        transformer_params["chunk_overhead_tokens"] = str(options.chunk_overhead_tokens)
     if options.threads:
         transformer_params["intra_op_thread_count"] = str(options.threads)
     configs = {
@@ -422,6 +425,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     st.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime threads per transformer instance"
     )
+    st.add_argument(
+        "--chunk-overhead-tokens",
+        type=int,
+        default=0,
+        help="run each batch as calls of similar length; a call's cost in padded tokens",
+    )
     st.add_argument("--no-cache", action="store_true", help="export again even if cached")
 
 
@@ -437,6 +446,7 @@ def run(args: argparse.Namespace) -> int:
             max_batch_tokens=args.max_batch_tokens,
             instances=args.instances,
             threads=args.threads,
+            chunk_overhead_tokens=args.chunk_overhead_tokens,
         )
         written = export_sentence_transformer(
             args.source, repository, name, options, progress, use_cache=not args.no_cache

@@ -11,7 +11,12 @@ import numpy as np
 
 from accelserve.errors import AccelServeError, ModelExecutionError
 from accelserve.scheduling.batching import merge_inputs, split_outputs
-from accelserve.scheduling.sequences import SequenceSpec, cut_outputs, merge_padded
+from accelserve.scheduling.sequences import (
+    SequenceSpec,
+    cut_outputs,
+    merge_padded,
+    plan_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,10 @@ def execute_batch(
     With ``sequence``, requests are padded to the longest and their sequence outputs cut back
     to ``lengths``.
     """
+    if sequence is not None and lengths is not None and sequence.chunk_overhead_tokens:
+        chunks = plan_chunks(list(zip(rows, lengths, strict=True)), sequence.chunk_overhead_tokens)
+        if len(chunks) > 1:
+            return _execute_chunks(infer, inputs, rows, sequence, lengths, chunks)
     t0 = _NS()
     merged = merge_inputs(inputs) if sequence is None else merge_padded(inputs, sequence)
     t1 = _NS()
@@ -57,6 +66,34 @@ def execute_batch(
         )
     t3 = _NS()
     return parts, t0, t1 - t0, t2 - t1, t3 - t2
+
+
+def _execute_chunks(
+    infer: Callable[[Outputs], Outputs],
+    inputs: list[Outputs],
+    rows: list[int],
+    sequence: SequenceSpec,
+    lengths: list[int],
+    chunks: list[list[int]],
+) -> tuple[list[Outputs], int, int, int, int]:
+    """One batch as several backend calls on requests of similar length (``plan_chunks``);
+    the durations are summed over the calls."""
+    start = _NS()
+    parts: list[Outputs] = [{} for _ in inputs]
+    merge_ns = infer_ns = split_ns = 0
+    for chunk in chunks:
+        t0 = _NS()
+        merged = merge_padded([inputs[i] for i in chunk], sequence)
+        t1 = _NS()
+        outputs = infer(merged)
+        t2 = _NS()
+        pieces = split_outputs(outputs, [rows[i] for i in chunk])
+        pieces = cut_outputs(pieces, [lengths[i] for i in chunk], sequence)
+        for i, piece in zip(chunk, pieces, strict=True):
+            parts[i] = piece
+        t3 = _NS()
+        merge_ns, infer_ns, split_ns = merge_ns + t1 - t0, infer_ns + t2 - t1, split_ns + t3 - t2
+    return parts, start, merge_ns, infer_ns, split_ns
 
 
 def client_safe(exc: BaseException) -> str:

@@ -198,26 +198,19 @@ def sequence_spec(config: Any) -> SequenceSpec | None:
     params = {k: v.string_value for k, v in config.parameters.items()}
     names = {key: _names(params.get(key, "")) for key in ("sequence_inputs", "sequence_outputs")}
     mask = params.get("sequence_mask", "").strip()
-    tokens_text = params.get("max_batch_tokens", "").strip()
     if not names["sequence_inputs"]:
-        stray = [
-            k for k in ("sequence_outputs", "sequence_mask", "max_batch_tokens") if params.get(k)
-        ]
+        keys = ("sequence_outputs", "sequence_mask", "max_batch_tokens", "chunk_overhead_tokens")
+        stray = [k for k in keys if params.get(k)]
         if stray:
             raise ConfigError(
                 f"model '{config.name}' parameter '{stray[0]}': needs parameter 'sequence_inputs' "
                 "(the inputs whose axis 1 is the token axis)"
             )
         return None
-    try:
-        tokens = int(tokens_text or "0")
-    except ValueError:
-        tokens = -1
-    if tokens < 0:
-        raise ConfigError(
-            f"model '{config.name}' parameter 'max_batch_tokens': expected an integer >= 0; "
-            f"received {tokens_text!r}"
-        )
+    tokens, overhead = (
+        _count(config.name, key, params.get(key, ""))
+        for key in ("max_batch_tokens", "chunk_overhead_tokens")
+    )
     for key, declared in (("sequence_inputs", config.input), ("sequence_outputs", config.output)):
         known = [t.name for t in declared]
         for name in names[key]:
@@ -226,7 +219,19 @@ def sequence_spec(config: Any) -> SequenceSpec | None:
                     f"model '{config.name}' parameter '{key}': '{name}' is not one of the "
                     f"model's {key.split('_')[1]} ({', '.join(known)})"
                 )
-    return SequenceSpec(names["sequence_inputs"], mask, names["sequence_outputs"], tokens)
+    return SequenceSpec(names["sequence_inputs"], mask, names["sequence_outputs"], tokens, overhead)
+
+
+def _count(model: str, key: str, text: str) -> int:
+    try:
+        value = int(text.strip() or "0")
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(
+            f"model '{model}' parameter '{key}': expected an integer >= 0; received {text!r}"
+        )
+    return value
 
 
 def _names(text: str) -> tuple[str, ...]:

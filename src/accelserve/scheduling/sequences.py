@@ -13,10 +13,16 @@ With ``max_batch_tokens``, a batch costs rows x its longest length (the padded w
 batcher picks, around the oldest request, the queued requests of similar length that fit:
 short sentences go together, long ones together, instead of every short one being padded to
 the longest one in the queue.
+
+With ``chunk_overhead_tokens`` (the cost of one more backend call, in padded tokens), a batch
+whose lengths differ runs as several calls, each on requests of similar length
+(``plan_chunks``): the padding saved outweighs the extra calls when the queue held no better
+batch to choose (e.g. closed-loop clients, as many in flight as the instances take).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +37,7 @@ class SequenceSpec:
     mask: str = ""  # the input whose zeros mark padding ("" = all sequence inputs)
     outputs: tuple[str, ...] = ()  # axis 1 is the token axis; cut back per request
     max_tokens: int = 0  # 0: batches are capped by rows only
+    chunk_overhead_tokens: int = 0  # 0: one backend call per batch (see plan_chunks)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -43,6 +50,11 @@ class SequenceSpec:
         if self.max_tokens < 0:
             raise ConfigError(
                 f"parameter 'max_batch_tokens': expected an integer >= 0; received {self.max_tokens}"
+            )
+        if self.chunk_overhead_tokens < 0:
+            raise ConfigError(
+                "parameter 'chunk_overhead_tokens': expected an integer >= 0; received "
+                f"{self.chunk_overhead_tokens}"
             )
 
 
@@ -182,3 +194,34 @@ def choose_by_length(
         rows += candidates[i][0]
         longest = max(longest, candidates[i][1])
         chosen.append(i)
+
+
+def plan_chunks(candidates: Sequence[tuple[int, int]], overhead_tokens: int) -> list[list[int]]:
+    """Split one batch ((rows, length) per request) into backend calls of similar length.
+
+    Requests are sorted by length and cut into contiguous runs minimizing the total cost, where
+    a call costs ``overhead_tokens`` plus its rows x its longest length (dynamic programming over
+    the sorted order, O(n^2) for n requests). Returns the requests' indices per call, shortest
+    call first; ``overhead_tokens`` 0 (or one request) gives the whole batch as one call."""
+    n = len(candidates)
+    if overhead_tokens <= 0 or n < 2:
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: (candidates[i][1], i))
+    rows = [candidates[i][0] for i in order]
+    lengths = [candidates[i][1] for i in order]
+    best = [0] * (n + 1)  # best[j]: the cheapest plan for the first j sorted requests
+    cut = [0] * (n + 1)  # where the last call of that plan starts
+    for j in range(1, n + 1):
+        longest, taken, cheapest, start = lengths[j - 1], 0, math.inf, 0
+        for i in range(j - 1, -1, -1):  # the last call holds sorted requests i..j-1
+            taken += rows[i]
+            cost = best[i] + overhead_tokens + taken * longest
+            if cost < cheapest:
+                cheapest, start = cost, i
+        best[j], cut[j] = int(cheapest), start
+    chunks: list[list[int]] = []
+    j = n
+    while j:
+        chunks.append(order[cut[j] : j])
+        j = cut[j]
+    return chunks[::-1]

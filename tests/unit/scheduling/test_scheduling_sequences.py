@@ -23,6 +23,7 @@ from accelserve.scheduling.sequences import (
     choose_by_length,
     cut_outputs,
     merge_padded,
+    plan_chunks,
     sequence_length,
     signature,
     trim,
@@ -106,11 +107,49 @@ def _param(key: str, value: str) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
 
 
+@pytest.mark.parametrize(
+    ("candidates", "overhead", "chunks"),
+    [
+        ([(1, 3), (1, 30)], 0, [[0, 1]]),  # no overhead given: one call
+        ([(1, 3)], 50, [[0]]),
+        # 2 x 30 = 60 padded tokens in one call; two calls cost 3 + 30 + 2 overheads.
+        ([(1, 3), (1, 30)], 10, [[0], [1]]),
+        ([(1, 3), (1, 30)], 40, [[0, 1]]),  # a call costs more than the padding saved
+        # Sorted by length, cut where the length jumps; indices keep naming the requests.
+        ([(1, 20), (1, 2), (1, 21), (1, 3), (1, 2)], 5, [[1, 4, 3], [0, 2]]),
+        # Rows count: a 10-row request of 4 tokens is not padded to 30.
+        ([(10, 4), (1, 30)], 20, [[0], [1]]),
+        ([(1, 5), (1, 5), (1, 5)], 1, [[0, 1, 2]]),  # equal lengths: nothing to save
+    ],
+)
+def test_plan_chunks(candidates: list, overhead: int, chunks: list) -> None:
+    assert plan_chunks(candidates, overhead) == chunks
+
+
+def test_plan_chunks_is_never_worse_than_one_call() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        cands = [
+            (int(r), int(n)) for r, n in rng.integers(1, 40, size=(int(rng.integers(1, 20)), 2))
+        ]
+        overhead = int(rng.integers(0, 60))
+        chunks = plan_chunks(cands, overhead)
+        assert sorted(i for c in chunks for i in c) == list(range(len(cands)))
+
+        def cost(chunk: list[int], cands: list = cands, overhead: int = overhead) -> int:
+            return overhead + sum(cands[i][0] for i in chunk) * max(cands[i][1] for i in chunk)
+
+        assert sum(cost(c) for c in chunks) <= cost(list(range(len(cands))))
+
+
 def test_policy_reads_the_parameters() -> None:
     text = CONFIG + _param("sequence_inputs", "ids, mask") + _param("sequence_mask", "mask")
     text += _param("sequence_outputs", "hidden") + _param("max_batch_tokens", "64")
     policy = BatchingPolicy.from_config(parse_config(text))
     assert policy.sequence == SequenceSpec(("ids", "mask"), "mask", ("hidden",), 64)
+    text += _param("chunk_overhead_tokens", "16")
+    policy = BatchingPolicy.from_config(parse_config(text))
+    assert policy.sequence == SequenceSpec(("ids", "mask"), "mask", ("hidden",), 64, 16)
     assert BatchingPolicy.from_config(parse_config(CONFIG)).sequence is None
 
 
@@ -124,6 +163,14 @@ def test_policy_reads_the_parameters() -> None:
         (
             {"sequence_inputs": "ids", "max_batch_tokens": "lots"},
             "expected an integer >= 0; received 'lots'",
+        ),
+        (
+            {"sequence_inputs": "ids", "chunk_overhead_tokens": "-2"},
+            "parameter 'chunk_overhead_tokens': expected an integer >= 0; received '-2'",
+        ),
+        (
+            {"chunk_overhead_tokens": "8"},
+            "parameter 'chunk_overhead_tokens': needs parameter 'sequence_inputs'",
         ),
         ({"sequence_inputs": "ids,text"}, "'text' is not one of the model's inputs (ids, mask)"),
         (
@@ -215,3 +262,31 @@ def test_token_budget_groups_similar_lengths(build: Build) -> None:
     # The oldest waiting request is short: the three short ones go together (3 x 2 tokens),
     # then the long ones, two at a time (2 x 6 = 12 tokens, the budget).
     assert shapes[1:] == [(3, 2), (2, 6), (1, 6)]
+
+
+def test_a_batch_of_mixed_lengths_runs_as_calls_of_similar_length(build: Build) -> None:
+    gate = threading.Event()
+    backend = Encoder(gate=gate)
+    spec = SequenceSpec(("ids", "mask"), "mask", ("hidden",), 0, chunk_overhead_tokens=4)
+    sched = build(BatchingPolicy(8, True, sequence=spec), backend)
+    lengths = [2, 12, 1, 11, 2, 12]
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        first = asyncio.ensure_future(sched.infer(_request([9])))  # occupies the instance
+        await asyncio.sleep(0.05)
+        rest = [
+            asyncio.ensure_future(sched.infer(_request(list(range(1, n + 1))))) for n in lengths
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        return await asyncio.gather(*rest)
+
+    results = asyncio.run(main())
+    # One batch of six requests, run as two calls: the short ones, then the long ones.
+    assert [b.shape for b in backend.batches] == [(1, 1), (3, 2), (3, 12)]
+    for n, out in zip(lengths, results, strict=True):
+        assert out["hidden"].shape == (1, n, 1)
+        np.testing.assert_array_equal(out["hidden"][0, :, 0], np.arange(1, n + 1) * 10)
+    stats = sched.stats
+    assert stats.execution_count == 2 and stats.inference_count == 7
