@@ -42,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
 
     devices = commands.add_parser("devices", help="list the devices on this host")
     devices.add_argument("--json", action="store_true", help="print JSON")
+    devices.add_argument(
+        "--model-repository",
+        default=None,
+        help="also show where each model's instances would be placed (reads configs only)",
+    )
+    devices.add_argument(
+        "--device", default="auto", help="default device for models without instance_group"
+    )
     devices.set_defaults(handler=_devices)
 
     prepare = commands.add_parser("prepare-examples", help="build the example models' files")
@@ -100,8 +108,18 @@ def _devices(args: argparse.Namespace) -> int:
     from accelserve.devices import discover
 
     infos = [info.as_dict() for info in discover()]
+    plan = None
+    if args.model_repository:
+        from accelserve.errors import AccelServeError
+        from accelserve.repository import plan_placements
+
+        try:
+            plan = plan_placements(args.model_repository, args.device)
+        except AccelServeError as exc:
+            print(f"accelserve devices: {exc.message}", file=sys.stderr)
+            return 2
     if args.json:
-        print(json.dumps(infos, indent=2))
+        print(json.dumps(infos if plan is None else {"devices": infos, "models": plan}, indent=2))
         return 0
     for info in infos:
         print(
@@ -109,6 +127,16 @@ def _devices(args: argparse.Namespace) -> int:
             f"         memory {_fmt(info['memory_bytes'], 'B')}, peak {_fmt(info['peak_flops'], 'FLOP/s')}, "
             f"bandwidth {_fmt(info['memory_bandwidth'], 'B/s')}"
         )
+    if plan:
+        print("\nplanned placement (from the configs; nothing is loaded):")
+    for row in plan or []:
+        if "error" in row:
+            where = f"not placed: {row['error']}"
+        elif row.get("ensemble"):
+            where = "ensemble (runs on its steps' instances)"
+        else:
+            where = ", ".join(f"{row['model']}_{i} on {d}" for i, d in enumerate(row["devices"]))
+        print(f"model {row['model']}: {where}")
     return 0
 
 

@@ -86,7 +86,7 @@ class DataPlane:
     def model_config(self, name: str, version: str = "") -> dict[str, Any]:
         model = self.repository.get(name, version)
         data = config_to_json(model.config)
-        data["instances"] = model.placements  # accelserve extension: where each instance lives
+        data["instances"] = model.placement()  # accelserve extension: where each instance lives
         return data
 
     # -- inference --------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class DataPlane:
                 if r.state == READY
                 for v in r.versions.values()
             ]
-        return {"model_stats": [v.stats.as_dict() for v in versions]}
+        return {"model_stats": [_version_stats(v) for v in versions]}
 
     # -- repository control -----------------------------------------------------------------
 
@@ -146,6 +146,12 @@ class DataPlane:
     async def unload_model(self, name: str, api_key: str | None) -> None:
         self.authorize_control(api_key)
         await self.repository.unload(name)
+
+
+def _version_stats(version: ModelVersion) -> dict[str, Any]:
+    data = version.stats.as_dict()
+    data["memory_usage"] = version.memory_usage()  # Triton's field: device memory per instance
+    return data
 
 
 def prepare_inputs(model: ModelVersion, request: InferRequest) -> None:

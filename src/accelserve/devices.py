@@ -3,6 +3,11 @@
 ``parse_device`` turns any accepted spelling into a ``Device``; ``resolve_device`` also checks
 that the device exists on this host and otherwise raises a ``DeviceError`` that lists what does.
 Discovery uses torch or nvidia-ml-py for CUDA and jax for TPUs, each only if installed.
+
+Host devices: ``cpu:N`` is the N-th host device as XLA numbers them. Normally there is one,
+``cpu:0``; under ``XLA_FLAGS=--xla_force_host_platform_device_count=K`` there are K (``cpu:0`` ..
+``cpu:K-1``), all sharing the host's cores and memory. The JAX backend runs an instance on
+``jax.devices("cpu")[N]``; the other backends run any ``cpu:N`` on the host CPU.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accelserve.errors import DeviceError
@@ -18,8 +24,9 @@ KINDS = ("cpu", "cuda", "tpu")
 _ALIASES = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu"}
 _PLAIN = re.compile(r"^(cpu|cuda|gpu|tpu)(?::(\d+))?$")
 _TENSORFLOW = re.compile(r"^/device:(cpu|gpu|tpu):(\d+)$")
+_HOST_COUNT_FLAG = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
 ACCEPTED = (
-    "cpu, cpu:0, cuda, cuda:N, gpu:N, tpu:N, auto, /device:CPU:0, /device:GPU:N, /device:TPU:N"
+    "cpu, cpu:N, cuda, cuda:N, gpu:N, tpu:N, auto, /device:CPU:N, /device:GPU:N, /device:TPU:N"
 )
 
 
@@ -64,19 +71,22 @@ def parse_device(spec: str) -> Device:
     if match is None:
         raise DeviceError(f"device: expected one of {ACCEPTED}; received {spec!r}")
     kind = _ALIASES[match.group(1)]
-    index = int(match.group(2) or 0)
-    if kind == "cpu" and index != 0:
-        raise DeviceError(f"device: the CPU is always index 0; received {spec!r}")
-    return Device(kind, index)
+    return Device(kind, int(match.group(2) or 0))
 
 
-def resolve_device(spec: str | Device) -> Device:
-    """Parse ``spec`` and check the device is present here."""
+def resolve_device(spec: str | Device, present: Sequence[Device] | None = None) -> Device:
+    """Parse ``spec`` and check the device is present here (or in ``present``)."""
     device = spec if isinstance(spec, Device) else parse_device(spec)
-    present = [info.device for info in discover()]
+    if present is None:
+        present = [info.device for info in discover()]
     if device not in present:
         names = ", ".join(str(d) for d in present)
-        raise DeviceError(f"device: {spec!s} is not present on this host; present: {names}")
+        hint = (
+            " (more host devices: XLA_FLAGS=--xla_force_host_platform_device_count=K)"
+            if device.kind == "cpu"
+            else ""
+        )
+        raise DeviceError(f"device: {spec!s} is not present on this host; present: {names}{hint}")
     return device
 
 
@@ -89,10 +99,40 @@ def _best_available() -> Device:
     return Device("cpu", 0)
 
 
-@functools.cache
+def host_device_count() -> int:
+    """Host (CPU) devices: 1, or K under ``XLA_FLAGS=--xla_force_host_platform_device_count=K``
+    (read from the environment, as XLA does, so that jax need not be imported to know)."""
+    counts = _HOST_COUNT_FLAG.findall(os.environ.get("XLA_FLAGS", ""))
+    return max(1, int(counts[-1])) if counts else 1  # XLA takes the last occurrence
+
+
 def discover() -> tuple[DeviceInfo, ...]:
-    """Every device on this host, CPU first. Cached: hardware does not change under us."""
-    return (_cpu_info(), *_cuda_infos(), *_tpu_infos())
+    """Every device on this host, host devices first."""
+    return (*_host_infos(host_device_count()), *_accelerator_infos())
+
+
+@functools.cache
+def _accelerator_infos() -> tuple[DeviceInfo, ...]:
+    # Cached: the hardware does not change under us (the host device count is an env setting).
+    return (*_cuda_infos(), *_tpu_infos())
+
+
+@functools.cache
+def _host_infos(count: int) -> tuple[DeviceInfo, ...]:
+    cpu = _cpu_info()
+    if count == 1:
+        return (cpu,)
+    shared = f"virtual host device {{}} of {count}, sharing the host's cores and memory"
+    return tuple(
+        DeviceInfo(
+            Device("cpu", i),
+            f"{cpu.name}; {shared.format(i)}",
+            cpu.memory_bytes,
+            cpu.peak_flops,
+            cpu.memory_bandwidth,
+        )
+        for i in range(count)
+    )
 
 
 def _cpu_info() -> DeviceInfo:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,14 +27,24 @@ from accelserve.config import (
     validate_config,
 )
 from accelserve.devices import Device, discover, parse_device, resolve_device
-from accelserve.errors import AccelServeError, ConfigError, ModelNotFoundError, UnavailableError
+from accelserve.errors import (
+    AccelServeError,
+    ConfigError,
+    DeviceError,
+    ModelNotFoundError,
+    UnavailableError,
+)
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest, TensorSpec
 
+if TYPE_CHECKING:
+    from accelserve.scheduling.instances import ModelInstance
+
 log = logging.getLogger("accelserve.repository")
 
 READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+_MEMORY_TYPES = {"cpu": "CPU", "cuda": "GPU", "tpu": "TPU"}
 
 
 class Runner(Protocol):
@@ -53,11 +64,37 @@ class ModelVersion:
     outputs: dict[str, TensorSpec]
     runner: Runner
     stats: ModelStats
-    placements: list[dict[str, object]] = field(default_factory=list)
+    placements: list[dict[str, object]] = field(default_factory=list)  # static (ensembles)
+    instances: list[ModelInstance] = field(default_factory=list)
 
     @property
     def platform(self) -> str:
         return self.config.platform or self.config.backend
+
+    def placement(self) -> list[dict[str, object]]:
+        """Where each instance lives, what device memory it holds (None when its backend cannot
+        tell) and how many batches it has run: accelserve's ``instances`` key in the config."""
+        if not self.instances:
+            return self.placements
+        return [
+            {
+                "instance": i.name,
+                "device": str(i.device),
+                "memory_bytes": i.backend.memory_bytes(),
+                "execution_count": i.execution_count,
+            }
+            for i in self.instances
+        ]
+
+    def memory_usage(self) -> list[dict[str, object]]:
+        """Triton's ``memory_usage`` statistics: one entry per instance whose backend can tell."""
+        rows: list[dict[str, object]] = []
+        for instance in self.instances:
+            size = instance.backend.memory_bytes()
+            if size is not None:
+                kind = _MEMORY_TYPES[instance.device.kind]
+                rows.append({"type": kind, "id": instance.device.index, "byte_size": size})
+        return rows
 
 
 @dataclass
@@ -225,30 +262,80 @@ def platform_of(config: ModelConfig, version_dir: Path) -> str:
     )
 
 
-def instance_devices(config: ModelConfig, default_device: str) -> list[Device]:
-    """One device per instance, from ``instance_group`` (Triton: ``count`` per listed GPU)."""
+def instance_devices(
+    config: ModelConfig, default_device: str, present: Sequence[Device] | None = None
+) -> list[Device]:
+    """One device per instance, from ``instance_group``, among the ``present`` devices (this
+    host's when None).
+
+    - no ``instance_group``: one instance on ``default_device``;
+    - KIND_GPU: ``count`` instances on each GPU in ``gpus`` (all GPUs here when empty), as in
+      Triton, so ``{count: 2, gpus: [0, 1]}`` is 4 instances;
+    - KIND_CPU: ``count`` instances spread round-robin over the host devices (``cpu:0`` ..
+      ``cpu:K-1`` under ``XLA_FLAGS=--xla_force_host_platform_device_count=K``, else all on
+      ``cpu:0``), continuing across groups;
+    - KIND_AUTO: KIND_GPU when this host has a GPU, else KIND_CPU;
+    - KIND_MODEL: the model places itself; accelserve uses ``default_device``.
+    """
+    if present is None:
+        present = [info.device for info in discover()]
     if not config.instance_group:
-        return [resolve_device(parse_device(default_device))]
+        return [resolve_device(parse_device(default_device), present)]
     devices: list[Device] = []
-    gpus_present = [i.device.index for i in discover() if i.device.kind == "cuda"]
-    for group in config.instance_group:
+    gpus_present = [d.index for d in present if d.kind == "cuda"]
+    hosts = max(1, sum(1 for d in present if d.kind == "cpu"))
+    next_host = 0
+    for position, group in enumerate(config.instance_group):
         count = group.count or 1
         if count < 0:
             raise ConfigError(
-                f"model '{config.name}' instance_group count: expected >= 1; received {count}"
+                f"model '{config.name}' instance_group[{position}] count: expected >= 1; "
+                f"received {count}"
             )
         kind = group.kind
         if kind == ModelInstanceGroup.KIND_AUTO:
             kind = ModelInstanceGroup.KIND_GPU if gpus_present else ModelInstanceGroup.KIND_CPU
         if kind == ModelInstanceGroup.KIND_CPU:
-            devices += [Device("cpu", 0)] * count
+            for _ in range(count):
+                devices.append(Device("cpu", next_host % hosts))
+                next_host += 1
         elif kind == ModelInstanceGroup.KIND_GPU:
             for gpu in list(group.gpus) or gpus_present or [0]:
-                devices += [resolve_device(Device("cuda", gpu))] * count
+                device = _check_gpu(Device("cuda", gpu), present, config, position)
+                devices += [device] * count
         else:
-            # KIND_MODEL: the model places itself; accelserve uses the default device.
-            devices += [resolve_device(parse_device(default_device))] * count
+            devices += [resolve_device(parse_device(default_device), present)] * count
     return devices
+
+
+def _check_gpu(
+    device: Device, present: Sequence[Device], config: ModelConfig, position: int
+) -> Device:
+    try:
+        return resolve_device(device, present)
+    except DeviceError as exc:
+        raise DeviceError(
+            f"model '{config.name}' instance_group[{position}] gpus: {exc.message}"
+        ) from None
+
+
+def plan_placements(root: str | Path, default_device: str = "auto") -> list[dict[str, Any]]:
+    """Where each model's instances would be placed, read from the configs alone (nothing is
+    loaded): ``[{"model", "devices": [...]}]`` or ``{"model", "error"}`` per model."""
+    repository = ModelRepository(root, default_device)
+    rows: list[dict[str, Any]] = []
+    for name in repository.scan():
+        try:
+            config = read_config(repository.root / name)
+            if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+                rows.append({"model": name, "devices": [], "ensemble": True})
+                continue
+            devices = instance_devices(config, default_device)
+        except AccelServeError as exc:
+            rows.append({"model": name, "error": exc.message})
+            continue
+        rows.append({"model": name, "devices": [str(d) for d in devices]})
+    return rows
 
 
 async def load_versions(
@@ -294,10 +381,7 @@ async def load_versions(
                 outputs={s.name: s for s in output_specs(version_config)},
                 runner=Scheduler(config.name, policy, instances, stats),
                 stats=stats,
-                placements=[
-                    {"instance": n, "device": str(b.device), "memory_bytes": b.memory_bytes()}
-                    for n, b in zip(names, backends, strict=True)
-                ],
+                instances=instances,
             )
     except BaseException:
         for loaded in versions.values():

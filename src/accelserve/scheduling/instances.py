@@ -47,6 +47,7 @@ class ModelInstance:
             tuple[Callable[[], Any], asyncio.AbstractEventLoop, Done] | None
         ] = queue.SimpleQueue()
         self._closed = False
+        self.execution_count = 0  # jobs (batches) run; written only by the worker thread
         self._thread = threading.Thread(target=self._work, name=f"accelserve-{name}", daemon=True)
         self._thread.start()
 
@@ -87,6 +88,7 @@ class ModelInstance:
                 result = job()
             except BaseException as e:  # every waiter must hear back, whatever went wrong
                 exc = e
+            self.execution_count += 1
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left waiting
                 loop.call_soon_threadsafe(done, result, exc)
             del item, job, done, result, exc  # hold no batch arrays while idle
