@@ -168,8 +168,8 @@ def parse_counts(text: str, what: str) -> list[int]:
 def choose_devices(text: str) -> list[Device]:
     from accelserve.devices import discover, parse_device, resolve_device
 
-    if not text.strip():
-        return [info.device for info in discover()]
+    if not text.strip():  # virtual host devices (cpu:1, ...) are the same cores: cpu:0 only
+        return [i.device for i in discover() if i.device.kind != "cpu" or i.device.index == 0]
     devices: list[Device] = []
     for item in text.split(","):
         device = resolve_device(parse_device(item))  # DeviceError names what is present
