@@ -7,18 +7,15 @@ already accepted finish, stops the schedulers (which drain their queues), then e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
-
 from accelserve.dataplane import DataPlane
-from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend
+from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
+from accelserve.frontends.http_server import HttpServer
 from accelserve.repository import ModelRepository
 
 log = logging.getLogger("accelserve.server")
@@ -38,14 +35,6 @@ class ServerSettings:
     log_level: str = "info"
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the server coordinates every frontend."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve_async(settings: ServerSettings, started: asyncio.Event | None = None) -> None:
     if settings.model_control_mode not in ("none", "explicit"):
         raise ValueError(
@@ -58,25 +47,10 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     )
     await repository.load_all()
 
-    app = HttpFrontend(dataplane, settings.max_body_bytes, extra=_openai_handler(dataplane))
-    http = _Uvicorn(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.http_port,
-            loop="none",  # we already run on uvloop (see run())
-            http="httptools",
-            lifespan="off",
-            log_level=settings.log_level,
-            access_log=False,
-            # Per-request work we do not need: proxy header rewriting, Server/Date headers.
-            proxy_headers=False,
-            server_header=False,
-            date_header=False,
-            timeout_keep_alive=60,
-            backlog=4096,
-        )
-    )
+    frontend = HttpFrontend(dataplane, extra=_openai_handler(dataplane))
+    http = HttpServer(frontend.handle, render_error, settings.max_body_bytes, keep_alive_s=60)
+    await http.start(settings.host, settings.http_port)
+    log.info("HTTP on http://%s:%d", settings.host, http.port)
     extra_servers: list[Any] = []
     if settings.grpc_port is not None:
         extra_servers.append(await _start_grpc(dataplane, settings, settings.grpc_port))
@@ -84,11 +58,12 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         extra_servers.append(await _start_metrics(dataplane, settings, settings.metrics_port))
 
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
 
     def request_stop(signum: int) -> None:
         log.info("received %s: draining", signal.Signals(signum).name)
         dataplane.stopping = True
-        http.should_exit = True
+        stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signum)
@@ -96,7 +71,8 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     if started is not None:
         started.set()
     try:
-        await http.serve()
+        await stop.wait()
+        await http.stop()
     finally:
         dataplane.stopping = True
         for server in extra_servers:

@@ -1,12 +1,10 @@
-"""KServe V2 REST frontend with Triton's extensions, as a bare ASGI application.
+"""KServe V2 REST frontend with Triton's extensions: routes, V2 bodies, error status codes.
 
-Why bare ASGI on uvicorn (httptools parser, uvloop): the infer route is the hot path, and a
-framework's request/response objects and routing cost more per request than the whole V2
-decode of a small tensor. Measured with benchmarks/server/bench_asgi.py (docs/PERFORMANCE.md,
-`simple`, 16 connections, 2 cores): uvicorn+httptools 15.2k req/s, uvicorn+h11 7.4k, granian
-16.0k. Granian's 5% does not pay for losing in-process control of shutdown (one event loop
-drains HTTP, gRPC and the schedulers together). JSON goes through orjson (codecs.v2_http): 8x
-faster than the standard library on the same bodies.
+The HTTP/1.1 transport is ``http_server`` (httptools under an asyncio.Protocol): the infer route
+is the hot path, and a framework's request/response objects and routing, or a generic ASGI
+server's per-request messages, cost more than the whole V2 decode of a small tensor (measured
+in docs/PERFORMANCE.md, `server-simple`). JSON goes through orjson (codecs.v2_http): 8x faster
+than the standard library on the same bodies.
 """
 
 from __future__ import annotations
@@ -27,16 +25,11 @@ from accelserve.errors import (
     ErrorCode,
     InvalidArgumentError,
     ModelNotFoundError,
-    PayloadTooLargeError,
 )
+from accelserve.frontends.http_server import Headers, Request, Response
 from accelserve.types import InferRequest
 
 log = logging.getLogger("accelserve.http")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 HTTP_STATUS = {
     ErrorCode.INVALID_ARGUMENT: 400,
@@ -52,83 +45,40 @@ JSON = [(b"content-type", b"application/json")]
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 HEADER_LENGTH = b"inference-header-content-length"
 
-# An optional extra handler (the OpenAI frontend) gets the routes it claims.
-ExtraHandler = Callable[[str, str, Scope, bytes], Awaitable[Response | None]]
+# An optional extra handler (the OpenAI frontend) gets the routes it claims:
+# (method, path, headers, body) -> a response, or None for "not mine".
+ExtraHandler = Callable[[str, str, Headers, bytes], Awaitable[Response | None]]
 
 
 class HttpFrontend:
-    def __init__(
-        self,
-        dataplane: DataPlane,
-        max_body_bytes: int = DEFAULT_MAX_BODY,
-        extra: ExtraHandler | None = None,
-    ) -> None:
+    def __init__(self, dataplane: DataPlane, extra: ExtraHandler | None = None) -> None:
         self.dataplane = dataplane
-        self.max_body_bytes = max_body_bytes
         self.extra = extra
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        method, path = scope["method"], scope["path"]
+    async def handle(self, request: Request) -> Response:
+        """Answer one request; errors become their status code and a JSON ``error``."""
         try:
-            body = await self._read_body(scope, receive) if method == "POST" else b""
-            response = await self._route(method, path, scope, body)
+            return await self._route(request)
         except AccelServeError as exc:
-            response = error_response(exc)
+            return error_response(exc)
         except Exception:  # never a stack trace to the client
-            log.exception("unhandled error on %s %s", method, path)
-            response = (500, JSON, encode_json({"error": "internal server error"}))
-        status, headers, payload = response
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*headers, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return render_error(500, "internal server error")
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLargeError(
-                    f"request body of {int(value)} bytes exceeds the limit of {limit} bytes"
-                )
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidArgumentError("the client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _route(self, method: str, path: str, scope: Scope, body: bytes) -> Response:
+    async def _route(self, request: Request) -> Response:
+        method, path = request.method, request.path
         parts = path.strip("/").split("/")
         if parts[0] == "v2":
             if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
-                return await self._model_route(method, parts, scope, body)
-            return await self._server_route(method, parts, scope, body)
+                return await self._model_route(method, parts, request)
+            return await self._server_route(method, parts, request)
         if self.extra is not None:
-            response = await self.extra(method, path, scope, body)
+            response = await self.extra(method, path, request.headers, request.body)
             if response is not None:
                 return response
         raise ModelNotFoundError(f"no route for {method} {path}")
 
-    async def _model_route(
-        self, method: str, parts: list[str], scope: Scope, body: bytes
-    ) -> Response:
+    async def _model_route(self, method: str, parts: list[str], request: Request) -> Response:
         # /v2/models/{m}[/versions/{v}][/ready|/config|/stats|/infer]
         name, rest = parts[2], parts[3:]
         version = ""
@@ -140,7 +90,7 @@ class HttpFrontend:
         dp = self.dataplane
         if action == "infer":
             _expect(method, "POST", parts)
-            return await self._infer(name, version, scope, body)
+            return await self._infer(name, version, request)
         _expect(method, "GET", parts)
         if action == "":
             return _json(dp.model_metadata(name, version))
@@ -153,19 +103,19 @@ class HttpFrontend:
             return _json(dp.model_config(name, version))
         return _json(dp.statistics(name, version))
 
-    async def _infer(self, name: str, version: str, scope: Scope, body: bytes) -> Response:
+    async def _infer(self, name: str, version: str, request: Request) -> Response:
         header_length = None
-        for key, value in scope["headers"]:
-            if key == HEADER_LENGTH:
-                if not value.isdigit():
-                    raise InvalidArgumentError(
-                        f"Inference-Header-Content-Length: expected a non-negative integer; "
-                        f"received {value.decode(errors='replace')!r}"
-                    )
-                header_length = int(value)
-        decoded = decode_infer_request(body, header_length)
+        value = request.header(HEADER_LENGTH)
+        if value is not None:
+            if not value.isdigit():
+                raise InvalidArgumentError(
+                    f"Inference-Header-Content-Length: expected a non-negative integer; "
+                    f"received {value.decode(errors='replace')!r}"
+                )
+            header_length = int(value)
+        decoded = decode_infer_request(request.body, header_length)
         params = decoded.parameters
-        request = InferRequest(
+        infer_request = InferRequest(
             inputs=decoded.inputs,
             outputs=[o.name for o in decoded.outputs],
             id=decoded.id,
@@ -173,7 +123,7 @@ class HttpFrontend:
             timeout_us=_uint_param(params, "timeout"),
             parameters=params,
         )
-        response = await self.dataplane.infer(name, version, request)
+        response = await self.dataplane.infer(name, version, infer_request)
         payload, json_length = encode_infer_response(
             response.model_name,
             response.model_version,
@@ -193,9 +143,7 @@ class HttpFrontend:
             payload,
         )
 
-    async def _server_route(
-        self, method: str, parts: list[str], scope: Scope, body: bytes
-    ) -> Response:
+    async def _server_route(self, method: str, parts: list[str], request: Request) -> Response:
         dp = self.dataplane
         route = "/".join(parts)
         if route == "v2":
@@ -212,11 +160,12 @@ class HttpFrontend:
             return _json(dp.statistics())
         if route == "v2/repository/index":
             _expect(method, "POST", parts)
+            body = request.body
             options = _json_object(body) if body.strip() else {}
             return _json(dp.repository_index(bool(options.get("ready", False))))
         if len(parts) == 5 and parts[1] == "repository" and parts[2] == "models":
             _expect(method, "POST", parts)
-            key = _bearer(scope)
+            key = _bearer(request)
             if parts[4] == "load":
                 await dp.load_model(parts[3], key)
                 return 200, JSON, b"{}"
@@ -232,7 +181,11 @@ class MethodNotAllowedError(InvalidArgumentError):
 
 def error_response(exc: AccelServeError) -> Response:
     status = 405 if isinstance(exc, MethodNotAllowedError) else HTTP_STATUS.get(exc.code, 500)
-    return status, JSON, encode_json({"error": exc.message})
+    return render_error(status, exc.message)
+
+
+def render_error(status: int, message: str) -> Response:
+    return status, JSON, encode_json({"error": message})
 
 
 def _json(data: Any) -> Response:
@@ -264,22 +217,11 @@ def _uint_param(params: dict[str, Any], key: str) -> int:
     return value
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            text = value.decode("latin-1")
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
-            return None
+def _bearer(request: Request) -> str | None:
+    value = request.header(b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
     return None
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -151,12 +151,12 @@ class OpenAIFrontend:
         self._described: dict[str, tuple[ModelVersion, EmbeddingModel | None]] = {}
 
     async def __call__(
-        self, method: str, path: str, scope: dict[str, Any], body: bytes
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> Response | None:
         if path != "/v1" and not path.startswith("/v1/"):
             return None  # not ours: the HTTP frontend answers 404
         try:
-            self._authorize(scope)
+            self._authorize(headers)
             return await self._route(method, path.rstrip("/"), body)
         except OpenAIError as exc:
             return exc.response()
@@ -166,11 +166,11 @@ class OpenAIFrontend:
             log.exception("unhandled error on %s %s", method, path)
             return OpenAIError(500, "internal server error", None, None, "server_error").response()
 
-    def _authorize(self, scope: dict[str, Any]) -> None:
+    def _authorize(self, headers: list[tuple[bytes, bytes]]) -> None:
         if self.api_key is None:
             return
         given = None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 given = token.strip() if scheme.lower() == "bearer" else None
