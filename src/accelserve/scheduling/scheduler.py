@@ -55,6 +55,7 @@ from accelserve.scheduling.sequences import (
     signature,
     trim,
 )
+from accelserve.scheduling.timers import PreciseTimer
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest
 
@@ -170,7 +171,8 @@ class Scheduler:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: PreciseTimer | None = None  # queue delay (sub-millisecond: see timers)
+        self._timer_armed = False
         self._timer_wake = 0.0
         self._stopping = False
         self._closed = False
@@ -374,17 +376,27 @@ class Scheduler:
                 dq.popleft()
 
     def _arm(self, wake: float, now: float) -> None:
-        if self._timer is not None:
-            if self._timer_wake == wake:
-                return
-            self._timer.cancel()
-        assert self._loop is not None
+        if self._timer_armed and self._timer_wake == wake:
+            return
+        loop = self._loop
+        assert loop is not None
+        if self._timer is None or self._timer.loop is not loop:
+            self._close_timer()
+            self._timer = PreciseTimer(loop, self._on_timer)
         self._timer_wake = wake
-        self._timer = self._loop.call_later(wake - now, self._on_timer)
+        self._timer_armed = True
+        self._timer.arm(wake)
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer_armed = False
         self._kick()
+
+    def _close_timer(self) -> None:
+        self._timer_armed = False
+        if self._timer is not None:
+            if not self._timer.loop.is_closed():
+                self._timer.close()
+            self._timer = None
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -509,6 +521,11 @@ class Scheduler:
         item.timer = None
         if item.where != _QUEUED:
             return
+        left = item.deadline - time.monotonic()
+        if left > 0:  # the loop's timer fired early (uvloop rounds to whole milliseconds)
+            assert self._loop is not None
+            item.timer = self._loop.call_later(max(left, 0.001), self._on_deadline, item)
+            return
         if self._rejects[item.level]:
             self._reject_expired(item)
         else:  # DELAY: behind the level's requests that have not expired
@@ -548,9 +565,7 @@ class Scheduler:
                 self._kick_scheduled = True
                 self._loop.call_soon(self._kick)  # a batch waiting on its delay runs now
             await self._drained.wait()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._close_timer()
         if not self._closed:
             self._closed = True
             for instance in self.instances:
