@@ -21,6 +21,9 @@ from accelserve.types import TensorSpec
 class Backend(ABC):
     #: model file name looked up in the version directory when the config names none
     default_filename: str = ""
+    #: whether a tiny call may run on the event loop's thread (scheduling.instances); False
+    #: for backends whose call can block on something else (another process)
+    inline_ok: bool = True
 
     def __init__(self) -> None:
         self.device: Device = Device("cpu", 0)

@@ -121,6 +121,7 @@ def _kill(process: subprocess.Popen[bytes], conn: Any) -> None:
 
 class PythonBackend(Backend):
     default_filename = "model.py"
+    inline_ok = False  # a call waits on the worker process, which may hang
 
     def load(self, version_dir: Path, config: Any, device: Device) -> None:
         from accelserve.config import config_to_json
