@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -34,6 +35,7 @@ from accelserve.loadgen import BenchSettings, StepResult, run_bench  # noqa: E40
 from accelserve.loadgen.runner import Progress  # noqa: E402
 from accelserve.loadgen.sweep import percentile  # noqa: E402
 from benchmarks import _report  # noqa: E402
+from benchmarks.server.peers import launch  # noqa: E402
 from benchmarks.server.peers.launch import PEERS, PeerError, start  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +62,20 @@ def _metric(r: StepResult, attr: str) -> float:
     if attr == "rps":
         return r.throughput
     return float(getattr(r.latency, attr)) * 1e3  # ms
+
+
+def simple_repository() -> Path:
+    """A model repository holding only the example `simple`: the example repository also holds
+    the MiniLM pipeline, which accelserve would load too (start-up time, memory, threads)."""
+    from accelserve.examples import BUILDERS
+
+    repository = launch.PEERS_DIR / "accelserve_simple"
+    shutil.rmtree(repository, ignore_errors=True)
+    target = repository / "simple"
+    target.mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "model_repository" / "simple" / "config.pbtxt", target)
+    BUILDERS["simple"](target)
+    return repository
 
 
 def run_peer(name: str, args: argparse.Namespace, runs: PeerRuns) -> None:
@@ -224,6 +240,8 @@ def main() -> int:
         if dropped:
             print(f"[bench] no gRPC in {dropped}: measured over HTTP only", file=sys.stderr)
         names = [n for n in names if n in GRPC_PEERS]
+    if "accelserve" in names:
+        launch.ACCELSERVE_REPOSITORY = simple_repository()
     load_before = os.getloadavg()[0]
     all_runs = {
         n: PeerRuns(n, PEERS[n][0], "gRPC" if args.protocol == "grpc" else PEERS[n][1])
@@ -266,7 +284,9 @@ Load generator: `accelserve.loadgen` in the benchmark's process on the same 2 co
 {args.warmup:g} s warm-up then {args.duration:g} s measured; medians over {args.repeats} repeats
 (servers started one at a time, order rotated); run time {elapsed:.0f} s.
 Wire: {wire_note}.
-Every server runs one model instance; Triton, Ray Serve and LitServe batch dynamically (max 8).
+Every server runs one model instance; accelserve, Triton, Ray Serve and LitServe batch dynamically
+(max 8). accelserve serves a repository holding only the example `simple` (ONNX Runtime, 1
+thread, max_queue_delay 100 us); Triton a Python-backend `simple` with `dynamic_batching {{ }}`.
 
 {table}
 

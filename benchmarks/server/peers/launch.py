@@ -38,6 +38,10 @@ ROOT = HERE.parent.parent.parent
 PEERS_DIR = Path(os.environ.get("PEERS_DIR", ROOT / "benchmarks" / ".peers"))
 LOG_DIR = PEERS_DIR / "logs"
 ACCELSERVE = Path(os.environ.get("ACCELSERVE_BIN", ROOT / ".venv" / "bin" / "accelserve"))
+# The repository accelserve serves (bench_simple points it at a copy holding only `simple`).
+ACCELSERVE_REPOSITORY = Path(
+    os.environ.get("ACCELSERVE_REPOSITORY", ROOT / "examples" / "model_repository")
+)
 
 # name -> (label, HTTP wire format the load generator must use)
 PEERS: dict[str, tuple[str, str]] = {
@@ -181,7 +185,7 @@ def _accelserve_command(port: int, grpc_port: int) -> list[str]:
         str(ACCELSERVE),
         "serve",
         "--model-repository",
-        str(ROOT / "examples" / "model_repository"),
+        str(ACCELSERVE_REPOSITORY),
     ]
     cmd += ["--http-port", str(port)]
     # Other ports are passed only when this accelserve knows them (defaults could collide).
