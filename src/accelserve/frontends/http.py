@@ -13,12 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from accelserve.codecs.v2_http import (
-    decode_infer_request,
-    decode_json,
-    encode_infer_response,
-    encode_json,
-)
+from accelserve.codecs.v2_http import decode_json, encode_json
+from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.dataplane import DataPlane
 from accelserve.errors import (
     AccelServeError,
@@ -113,7 +109,7 @@ class HttpFrontend:
                     f"received {value.decode(errors='replace')!r}"
                 )
             header_length = int(value)
-        decoded = decode_infer_request(request.body, header_length)
+        decoded = decode_request(request.body, header_length)
         params = decoded.parameters
         infer_request = InferRequest(
             inputs=decoded.inputs,
@@ -124,7 +120,7 @@ class HttpFrontend:
             parameters=params,
         )
         response = await self.dataplane.infer(name, version, infer_request)
-        payload, json_length = encode_infer_response(
+        payload, json_length = encode_response(
             response.model_name,
             response.model_version,
             response.id,
