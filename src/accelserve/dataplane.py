@@ -219,6 +219,8 @@ def prepare_inputs(model: ModelVersion, request: InferRequest) -> None:
 
 
 def _fits(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    if shape == dims:
+        return True
     if len(shape) != len(dims):
         return False
     return all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))

@@ -18,7 +18,7 @@ def batch_signature(inputs: Mapping[str, np.ndarray]) -> Hashable:
     Every input's name, dtype and non-batch shape must match (names sorted, so the order in
     which a client listed its inputs does not matter).
     """
-    return tuple(sorted((name, a.dtype, a.shape[1:]) for name, a in inputs.items()))
+    return tuple(sorted([(name, a.dtype, a.shape[1:]) for name, a in inputs.items()]))
 
 
 def request_rows(inputs: Mapping[str, np.ndarray]) -> int:

@@ -438,15 +438,20 @@ class Scheduler:
             parts, start_ns, input_ns, infer_ns, output_ns = result
             stats.record_batch(sum(item.rows for item in batch), input_ns, infer_ns, output_ns)
             stats.last_inference_ms = time.time_ns() // 1_000_000
+            queue_add = stats.queue.add
+            answered = rows = 0
             for item, part in zip(batch, parts, strict=True):
                 if item.where == _DONE:  # cancelled while running
                     continue
-                stats.queue.add(start_ns - item.arrival_ns)
-                stats.compute_input.add(input_ns)
-                stats.compute_infer.add(infer_ns)
-                stats.compute_output.add(output_ns)
-                stats.inference_count += item.rows
+                queue_add(start_ns - item.arrival_ns)
+                answered += 1
+                rows += item.rows
                 self._complete(item, part, None, "")
+            if answered:  # each answered request is charged the whole batch's compute
+                stats.compute_input.add(input_ns * answered, answered)
+                stats.compute_infer.add(infer_ns * answered, answered)
+                stats.compute_output.add(output_ns * answered, answered)
+                stats.inference_count += rows
         else:
             message = failure_message(self.model_name, sum(item.rows for item in batch), exc)
             for item in batch:
