@@ -1,10 +1,10 @@
 """KServe V2 REST frontend with Triton's extensions: routes, V2 bodies, error status codes.
 
-The HTTP/1.1 transport is ``http_server`` (httptools under an asyncio.Protocol): the infer route
-is the hot path, and a framework's request/response objects and routing, or a generic ASGI
-server's per-request messages, cost more than the whole V2 decode of a small tensor (measured
-in docs/PERFORMANCE.md, `server-simple`). JSON goes through orjson (codecs.v2_http): 8x faster
-than the standard library on the same bodies.
+The HTTP/1.1 transport is ``http_server`` (httptools under an asyncio.Protocol; why not an ASGI
+server is told there): the infer route is the hot path, and a framework's request/response
+objects and routing cost more than the whole V2 decode of a small tensor. Binary requests and
+responses go through ``codecs.v2_http_cache`` (a repeated JSON header is parsed once); JSON
+goes through orjson (codecs.v2_http): 8x faster than the standard library on the same bodies.
 """
 
 from __future__ import annotations
