@@ -65,7 +65,7 @@ _STATUS_LINES = {
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PIPELINE = 32  # requests received ahead of their turn before reading pauses
 _SINGLE_WRITE = 64 * 1024  # smaller bodies are copied behind the head: one buffer, one send
-_SWEEP_S = 5.0  # how often idle connections are looked for
+_SWEEP_S = 5.0  # how often idle connections are looked for (at most)
 
 
 _Error = tuple[int, str] | None  # a request answered with this error instead of the handler
@@ -87,27 +87,27 @@ class HttpServer:
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: expected >= 1; received {max_body_bytes}")
+        if not keep_alive_s > 0:
+            raise ValueError(f"keep_alive_s: expected > 0 seconds; received {keep_alive_s}")
         self.handler = handler
         self.render_error = render_error
         self.max_body_bytes = max_body_bytes
         self.keep_alive_s = keep_alive_s
+        self._sweep_s = min(_SWEEP_S, keep_alive_s)
         self.stopping = False
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
+        self.port = 0
 
     async def start(self, host: str, port: int, backlog: int = 4096) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
         )
-        self._sweeper = loop.call_later(_SWEEP_S, self._sweep)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        self.port = int(self._server.sockets[0].getsockname()[1])  # the one bound (port 0)
+        self._sweeper = loop.call_later(self._sweep_s, self._sweep)
 
     async def stop(self) -> None:
         """Stop accepting; answer every request already received; close every connection."""
@@ -127,7 +127,7 @@ class HttpServer:
         for connection in list(self.connections):
             if not connection.busy() and now - connection.last_active > self.keep_alive_s:
                 connection.close()
-        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_s, self._sweep)
 
     def _closed(self, connection: _Connection) -> None:
         self.connections.discard(connection)

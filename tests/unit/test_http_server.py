@@ -1,0 +1,129 @@
+"""HttpServer in process, over real sockets: large responses, handler failures, pipelining past
+the read-pause threshold, the idle keep-alive timeout and the graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from accelserve.frontends.http_server import HttpServer, Request, Response
+
+uvloop = pytest.importorskip("uvloop")
+BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+def render_error(status: int, message: str) -> Response:
+    return status, [(b"content-type", b"text/plain")], message.encode()
+
+
+async def handler(request: Request) -> Response:
+    if request.path == "/big":
+        return 200, [], BIG
+    if request.path == "/boom":
+        raise RuntimeError("handler bug")
+    if request.path == "/slow":
+        await asyncio.sleep(0.3)
+    return 200, [(b"x-path", request.path.encode())], request.body or request.path.encode()
+
+
+async def start(**kwargs: float) -> HttpServer:
+    server = HttpServer(handler, render_error, max_body_bytes=1 << 20, **kwargs)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.lower()] = value.strip()
+    body = await reader.readexactly(int(headers["content-length"]))
+    return int(status_line.split()[1]), headers, body
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def test_large_response_and_a_failing_handler() -> None:
+    async def main() -> None:
+        server = await start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(get("/big") + get("/boom") + get("/after"))
+        status, _, body = await read_response(reader)
+        assert status == 200 and body == BIG
+        status, _, body = await read_response(reader)
+        assert status == 500 and body == b"internal server error"  # no traceback
+        status, headers, body = await read_response(reader)
+        assert status == 200 and body == b"/after" and headers["x-path"] == "/after"
+        writer.close()
+        await server.stop()
+
+    uvloop.run(main())
+
+
+def test_many_pipelined_requests_past_the_read_pause() -> None:
+    async def main() -> None:
+        server = await start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"".join(get(f"/r{i}") for i in range(200)))
+        bodies = [(await read_response(reader))[2] for _ in range(200)]
+        assert bodies == [f"/r{i}".encode() for i in range(200)]
+        writer.close()
+        await server.stop()
+
+    uvloop.run(main())
+
+
+def test_idle_keep_alive_connections_are_closed() -> None:
+    async def main() -> None:
+        server = await start(keep_alive_s=0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(get("/a"))
+        assert (await read_response(reader))[0] == 200
+        start_t = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        assert 0.15 < time.monotonic() - start_t < 2
+        writer.close()
+        await server.stop()
+
+    uvloop.run(main())
+
+
+def test_stop_answers_requests_in_flight_and_closes_idle_connections() -> None:
+    async def main() -> None:
+        server = await start()
+        busy_r, busy_w = await asyncio.open_connection("127.0.0.1", server.port)
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", server.port)
+        idle_w.write(get("/warm"))
+        await read_response(idle_r)
+        busy_w.write(get("/slow") + get("/queued"))  # the second is pipelined behind
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(server.stop())
+        await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(idle_r.read(), 1) == b""  # idle: closed at once
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", server.port)  # no longer accepting
+        assert not stopping.done()  # still answering /slow
+        status, headers, body = await read_response(busy_r)
+        assert status == 200 and body == b"/slow" and "connection" not in headers
+        status, headers, body = await read_response(busy_r)
+        assert body == b"/queued" and headers["connection"] == "close"
+        await asyncio.wait_for(stopping, 2)
+        assert await busy_r.read() == b""
+        busy_w.close()
+        idle_w.close()
+
+    uvloop.run(main())
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        HttpServer(handler, render_error, max_body_bytes=0)
+    with pytest.raises(ValueError, match="keep_alive_s"):
+        HttpServer(handler, render_error, max_body_bytes=1, keep_alive_s=0)
