@@ -120,7 +120,8 @@ def test_model_metadata_and_config(client: grpcclient.InferenceServerClient) -> 
     assert config.max_batch_size == 8
     assert list(config.input[0].dims) == [16]
     assert config.input[0].data_type == 8  # TYPE_INT32 in Triton's enum
-    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert config.HasField("dynamic_batching")
+    assert [(g.count, g.kind) for g in config.instance_group] == [(1, 2)]  # KIND_CPU
     assert config.parameters["intra_op_thread_count"].string_value == "1"
     auto = client.get_model_config("simple_auto", as_json=True)["config"]
     assert auto["platform"] == "onnxruntime_onnx" and "dynamic_batching" in auto

@@ -110,7 +110,13 @@ def test_write_config_keeps_the_other_fields(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model_dir = copy_example("simple", tmp_path)
-    original = (model_dir / "config.pbtxt").read_text()
+    config = model_dir / "config.pbtxt"
+    config.write_text(
+        config.read_text().replace(
+            "dynamic_batching { }", "dynamic_batching { max_queue_delay_microseconds: 100 }"
+        )
+    )
+    original = config.read_text()
     argv = [str(model_dir), "--batch-sizes", "4", "--instances", "2", "--write-config", *QUICK]
     rc, out, _ = _advise(capsys, *argv)
     assert rc == 0, out
