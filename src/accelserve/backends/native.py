@@ -20,13 +20,16 @@ datatype (FP32, FP16, BF16; FP64 on CPU). Without ``model.json`` the layers come
 parameter ``layers`` (the same JSON list) and the input/output from the config's single
 ``input``/``output`` entries.
 
-On ``cpu`` the weights stay NumPy arrays (the kernels' CPU provider); on ``cuda:N`` they move
-once, at load, to torch CUDA tensors (the Triton provider); on ``tpu:N`` to jax arrays (Pallas).
-``write_native_model`` writes the format.
+On ``cpu`` the weights stay NumPy arrays (the kernels' CPU provider), linear weights in Fortran
+order (``w.T`` row-major, the layout of the provider's small-batch kernel); a request whose input
+matches the model calls the provider directly, each run of FP32 linear layers as one compiled
+call (``LinearChain``). On ``cuda:N`` the weights move once, at load, to torch CUDA tensors (the
+Triton provider); on ``tpu:N`` to jax arrays (Pallas). ``write_native_model`` writes the format.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -240,10 +243,17 @@ class NativeBackend(Backend):
             ) from None
         doc, source = _description(version_dir, config, where)
         self._model = model = parse_model(doc, weights, source)
+        self._k = model.input.dims[-1:]
         self._to_device, self._to_host = _movers(device, where)
         used = {n for layer in model.layers for n in (layer.weight, layer.bias) if n}
         self._weights = {n: self._to_device(weights[n]) for n in used}
+        if device.kind == "cpu":
+            # Fortran order (w.T row-major) is the CPU provider's layout for batches up to
+            # 128 rows: they then skip BLAS's per-call packing of w and its thread pool.
+            self._weights = {n: np.asfortranarray(w) for n, w in self._weights.items()}
         self._bytes = sum(int(weights[n].nbytes) for n in used)
+        self._dtype = numpy_dtype(model.input.datatype)
+        self._direct = _cpu_layers(model, self._weights) if device.kind == "cpu" else None
         self._loaded = True
         self.device = device
         strip = not (config.max_batch_size == 0 and (config.input or config.output))
@@ -263,6 +273,19 @@ class NativeBackend(Backend):
             ) from None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        direct = self._direct
+        if (
+            direct is not None
+            and isinstance(x, np.ndarray)
+            and x.dtype == self._dtype
+            and x.shape[-1:] == self._k
+        ):
+            # The input is what load checked the layers against: call the CPU provider
+            # directly (anything else takes the dispatcher, whose errors name the mismatch).
+            y = np.ascontiguousarray(x)
+            for step in direct:
+                y = step(y)
+            return y
         y = self._to_device(x)
         for layer in self._model.layers:
             if layer.type == "linear":
@@ -286,7 +309,7 @@ class NativeBackend(Backend):
         return {self._model.output.name: y}
 
     def unload(self) -> None:
-        self._weights, self._loaded = {}, False
+        self._weights, self._direct, self._loaded = {}, None, False
 
     def memory_bytes(self) -> int | None:
         return self._bytes if self._loaded else 0
@@ -324,6 +347,42 @@ def _description(version_dir: Path, config: Any, where: str) -> tuple[Any, str]:
     as_entry = {"name": inp.name, "datatype": inp.datatype, "dims": list(inp.dims)}
     out_entry = {"name": out.name, "datatype": out.datatype, "dims": list(out.dims)}
     return {"input": as_entry, "output": out_entry, "layers": layers}, source
+
+
+Step = Callable[[np.ndarray], np.ndarray]
+
+
+def _cpu_layers(model: NativeModel, weights: Mapping[str, Any]) -> list[Step] | None:
+    """On cpu, the layers bound to the ``cpu`` provider's functions and their weights, when the
+    dispatcher would pick that provider: a request then skips the per-call argument checks and
+    conversions that load already did (they cost more than the layer at batch 1). In an FP32
+    model each run of consecutive linear layers is one compiled call (``LinearChain``)."""
+    from accelserve import kernels
+
+    sample = next(iter(weights.values()), np.zeros(1, np.float32))
+    ops = {layer.type for layer in model.layers}
+    if any(kernels.resolve_provider(op, sample) != "cpu" for op in ops):
+        return None  # numba missing, or ACCELSERVE_KERNEL_PROVIDER forces another provider
+    from accelserve.kernels.cpu.l2_normalize import l2_normalize
+    from accelserve.kernels.cpu.linear import LinearChain, linear
+
+    chain = model.input.datatype == "FP32"
+    steps: list[Step] = []
+    run: list[tuple[np.ndarray, np.ndarray | None, str | None]] = []
+    for layer in (*model.layers, None):
+        if layer is not None and layer.type == "linear":
+            assert layer.weight is not None
+            bias = None if layer.bias is None else weights[layer.bias]
+            run.append((weights[layer.weight], bias, layer.activation))
+            continue
+        if run and chain:
+            steps.append(LinearChain(run))
+        elif run:
+            steps += [functools.partial(linear, w=w, b=b, activation=a) for w, b, a in run]
+        run = []
+        if layer is not None:
+            steps.append(functools.partial(l2_normalize, eps=layer.eps))
+    return steps
 
 
 def _describe(exc: Exception) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from accelserve import kernels
 from accelserve.kernels.testing import assert_close, random_array, tolerance, with_specials
 
 from .conftest import Runner, reference
@@ -44,3 +45,48 @@ def test_nan_and_inf_propagate(run: Runner, activation: str) -> None:
     b = np.array([0, np.inf, -np.inf, 0, 0, 1, 2], dtype=np.float32)
     got = run("linear", x, w, b, activation=activation)
     assert_close(got, reference("linear", x, w, b, activation=activation), 1e-4, 1e-4)
+
+
+# A Fortran-ordered w (the native backend's layout on CPU) takes the cpu provider's small-batch
+# kernel for 2 to 128 rows: row counts around its 4-row tiles and past its limit, N = 70 around
+# its 4-column tiles and 32-column blocks.
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 13, 128, 129])
+def test_fortran_ordered_weights_on_cpu(rows: int, dtype: str) -> None:
+    pytest.importorskip("numba")
+    x = random_array((rows, 37), dtype, seed=8)
+    w = np.asfortranarray(random_array((37, 70), dtype, seed=9, scale=0.5))
+    b = random_array((70,), dtype, seed=10)
+    got = kernels.linear(x, w, b, activation="gelu", provider="cpu")
+    assert got.shape == (rows, 70) and got.dtype == x.dtype
+    assert_close(got, reference("linear", x, w, b, activation="gelu"), *tolerance(dtype))
+
+
+def test_fortran_ordered_weights_propagate_nan_and_inf() -> None:
+    pytest.importorskip("numba")
+    x = with_specials(random_array((6, 8), "float32", seed=11))
+    w = np.asfortranarray(random_array((8, 7), "float32", seed=12))
+    got = kernels.linear(x, w, provider="cpu")
+    assert_close(got, reference("linear", x, w), 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 6, 129])
+def test_linear_chain_matches_layer_by_layer(rows: int) -> None:
+    """The native backend's FP32 chain: one compiled call for consecutive layers (BLAS layer
+    by layer past 128 rows), with and without bias, every activation, C- or F-ordered w."""
+    pytest.importorskip("numba")
+    from accelserve.kernels.cpu.linear import LinearChain
+
+    widths, activations = (9, 33, 8, 17, 5), ("gelu", None, "relu", "silu")
+    layers = []
+    for i, activation in enumerate(activations):
+        w = random_array((widths[i], widths[i + 1]), "float32", seed=20 + i, scale=0.5)
+        b = None if i == 1 else random_array((widths[i + 1],), "float32", seed=30 + i)
+        layers.append((np.asfortranarray(w) if i % 2 else w, b, activation))
+    x = with_specials(random_array((2, rows, 9), "float32", seed=13))
+    want = x
+    for w, b, activation in layers:
+        want = reference("linear", want, w, b, activation=activation)
+    got = LinearChain(layers)(x)
+    assert got.shape == (2, rows, 5) and got.dtype == np.float32
+    assert_close(got, want, 1e-4, 1e-4)

@@ -1,9 +1,9 @@
 """Lazy numba compilation and the thread policy of the ``cpu`` provider.
 
 Kernels are written with ``prange`` and compiled ``parallel=True`` on first call. Each call
-picks its thread count: ``ACCELSERVE_CPU_THREADS`` if set, else all of numba's threads on hosts
-with more than two cores and one thread on hosts with two or fewer; small work always runs on
-one thread. (The count stays set for the calling thread, as numba's setting is thread-local.)
+picks its thread count: small work always runs on one thread; larger work on
+``ACCELSERVE_CPU_THREADS`` threads if set (read once, at the first large call), else all of
+numba's threads on hosts with more than two cores and one thread on hosts with two or fewer. (The count stays set for the calling thread, as numba's setting is thread-local.)
 
 Why one thread on tiny hosts: a static split over both cores of a busy 2-vCPU VM waits for
 the slower core, and measured here that turned a 0.1 ms row reduction into 8 ms stalls
@@ -92,8 +92,13 @@ def kernel(fn: Callable[..., Any]) -> LazyKernel:
 
 
 def threads_for(work_bytes: int, available: int) -> int:
-    if work_bytes < PARALLEL_MIN_BYTES:
-        return 1
+    return 1 if work_bytes < PARALLEL_MIN_BYTES else _large_work_threads(available)
+
+
+@functools.cache
+def _large_work_threads(available: int) -> int:
+    # Decided once per process: os.cpu_count() reads /sys and os.environ is a mapping lookup,
+    # a few microseconds a call that a one-row request would pay on every kernel.
     cap = os.environ.get(ENV_THREADS)
     if cap:
         try:

@@ -1,5 +1,10 @@
-"""Linear layer on CPU: BLAS for x @ w into a float32 (or float64) buffer, then one fused
-numba pass, parallel over rows, adds the bias and applies the activation in place.
+"""Linear layer on CPU: x @ w into a float32 (or float64) buffer, then one fused numba pass,
+parallel over rows, adds the bias and applies the activation in place.
+
+x @ w is BLAS, except for batches of up to ``MAX_ROWS`` rows against a Fortran-ordered ``w``
+(the layout the native backend stores at load): those run the small-batch kernel of
+``_small_gemm``, which reads ``w.T`` row by row instead of re-packing ``w`` on every call, and
+follows the provider's thread policy where BLAS would start its own threads.
 
 No libm call vectorizes here (numba has no SVML without Intel's runtime), so the float32 pass
 evaluates erf and tanh as odd rational functions x * P(x^2) / Q(x^2), fitted for this module
@@ -13,11 +18,21 @@ pass uses math.erf and math.exp.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit, prange
 
-from accelserve.kernels.cpu._numba import FASTMATH, compute_dtype, contiguous, kernel, quiet
+from accelserve.kernels.cpu._numba import (
+    FASTMATH,
+    _max_threads,
+    compute_dtype,
+    contiguous,
+    kernel,
+    quiet,
+    threads_for,
+)
+from accelserve.kernels.cpu._small_gemm import BLOCK_N, MAX_ROWS, gemm_block
 
 ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2, "silu": 3}
 _F = np.float32
@@ -57,46 +72,110 @@ def _tanh32(x):
     return _F(1.0) if x >= _F(9.0) else (_F(-1.0) if x <= _F(-9.0) else r)  # exact +-1 tails
 
 
-def _epilogue_f32(y, bias, has_bias, act):
-    rows, n = y.shape
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _finish_f32(row, bias, has_bias, act):
+    """Bias and activation on one float32 row, in place."""
+    n = row.shape[0]
     half, one, zero = _F(0.5), _F(1.0), _F(0.0)
     scale = _F(_INV_SQRT2)
-    for i in prange(rows):
-        row = y[i]
-        if has_bias:
-            for j in range(n):
-                row[j] += bias[j]
-        # One loop per activation, so each loop is branch-free and vectorizes.
+    if has_bias:
+        for j in range(n):
+            row[j] += bias[j]
+    # One loop per activation, so each loop is branch-free and vectorizes.
+    if act == 1:
+        for j in range(n):
+            row[j] = zero if row[j] < zero else row[j]  # NaN passes through
+    elif act == 2:
+        for j in range(n):
+            v = row[j]
+            row[j] = half * v * (one + _erf32(v * scale))
+    elif act == 3:
+        for j in range(n):
+            v = row[j]
+            row[j] = v * (half + half * _tanh32(half * v))
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _finish_f64(row, bias, has_bias, act):
+    for j in range(row.shape[0]):
+        v = row[j] + bias[j] if has_bias else row[j]
         if act == 1:
-            for j in range(n):
-                row[j] = zero if row[j] < zero else row[j]  # NaN passes through
+            v = 0.0 if v < 0.0 else v
         elif act == 2:
-            for j in range(n):
-                v = row[j]
-                row[j] = half * v * (one + _erf32(v * scale))
+            v = 0.5 * v * (1.0 + math.erf(v * _INV_SQRT2))
         elif act == 3:
-            for j in range(n):
-                v = row[j]
-                row[j] = v * (half + half * _tanh32(half * v))
+            v = v * (1.0 / (1.0 + math.exp(-v)))
+        row[j] = v
+
+
+def _epilogue_f32(y, bias, has_bias, act):
+    for i in prange(y.shape[0]):
+        _finish_f32(y[i], bias, has_bias, act)
 
 
 def _epilogue_f64(y, bias, has_bias, act):
-    rows, n = y.shape
-    for i in prange(rows):
-        row = y[i]
-        for j in range(n):
-            v = row[j] + bias[j] if has_bias else row[j]
-            if act == 1:
-                v = 0.0 if v < 0.0 else v
-            elif act == 2:
-                v = 0.5 * v * (1.0 + math.erf(v * _INV_SQRT2))
-            elif act == 3:
-                v = v * (1.0 / (1.0 + math.exp(-v)))
-            row[j] = v
+    for i in prange(y.shape[0]):
+        _finish_f64(y[i], bias, has_bias, act)
+
+
+# Small batches against w.T (see _small_gemm): one task per block of output columns computes
+# them for every row, then adds the bias and applies the activation while they are in cache.
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _dense_block_f32(x, wt, bias, has_bias, act, j0, j1, out):
+    gemm_block(x, wt, j0, j1, out)
+    if has_bias or act != 0:
+        b = bias[j0:j1] if has_bias else bias
+        for i in range(x.shape[0]):
+            _finish_f32(out[i, j0:j1], b, has_bias, act)
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _dense_block_f64(x, wt, bias, has_bias, act, j0, j1, out):
+    gemm_block(x, wt, j0, j1, out)
+    if has_bias or act != 0:
+        b = bias[j0:j1] if has_bias else bias
+        for i in range(x.shape[0]):
+            _finish_f64(out[i, j0:j1], b, has_bias, act)
+
+
+def _dense_f32(x, wt, bias, has_bias, act, block_n, out):
+    n = wt.shape[0]
+    for t in prange((n + block_n - 1) // block_n):
+        j0 = t * block_n
+        _dense_block_f32(x, wt, bias, has_bias, act, j0, min(j0 + block_n, n), out)
+
+
+def _dense_f64(x, wt, bias, has_bias, act, block_n, out):
+    n = wt.shape[0]
+    for t in prange((n + block_n - 1) // block_n):
+        j0 = t * block_n
+        _dense_block_f64(x, wt, bias, has_bias, act, j0, min(j0 + block_n, n), out)
+
+
+def _chain_f32(x, wts, biases, has_bias, acts, block_n):
+    y = x
+    for layer in range(len(wts)):
+        wt, bias, with_bias, act = wts[layer], biases[layer], has_bias[layer], acts[layer]
+        n = wt.shape[0]
+        out = np.empty((y.shape[0], n), dtype=np.float32)
+        for t in prange((n + block_n - 1) // block_n):
+            j0 = t * block_n
+            _dense_block_f32(y, wt, bias, with_bias, act, j0, min(j0 + block_n, n), out)
+        y = out
+    return y
 
 
 _epilogue_f32_k = kernel(_epilogue_f32)
 _epilogue_f64_k = kernel(_epilogue_f64)
+_dense_f32_k = kernel(_dense_f32)
+_dense_f64_k = kernel(_dense_f64)
+_chain_f32_k = kernel(_chain_f32)
+
+
+def _block(work_bytes: int) -> int:
+    """Output columns per task of the small-batch kernels: all of them when the call runs on
+    one thread (the bias and activation pass then sweeps whole rows), else ``BLOCK_N``."""
+    return 1 << 30 if threads_for(work_bytes, _max_threads()) == 1 else BLOCK_N
 
 
 @quiet
@@ -106,10 +185,61 @@ def linear(
     acc = compute_dtype(x)
     k, n = w.shape
     x2 = np.asarray(x, dtype=acc).reshape(-1, k)
-    y = np.matmul(x2, np.asarray(w, dtype=acc))
-    if b is not None or activation is not None:
-        bias = contiguous(b, acc) if b is not None else np.zeros(1, dtype=acc)
-        epilogue = _epilogue_f64_k if acc == np.float64 else _epilogue_f32_k
-        epilogue(y, bias, b is not None, ACTIVATION_CODES[activation], work_bytes=y.nbytes)
+    rows = x2.shape[0]
+    bias = contiguous(b, acc) if b is not None else np.zeros(1, dtype=acc)
+    code = ACTIVATION_CODES[activation]
+    if w.flags.f_contiguous and rows <= MAX_ROWS:
+        # A Fortran-ordered w (how the native backend keeps its weights) is w.T row-major:
+        # the small-batch kernel skips BLAS's per-call packing of w.
+        y = np.empty((rows, n), dtype=acc)
+        dense = _dense_f64_k if acc == np.float64 else _dense_f32_k
+        wt = np.asarray(w.T, dtype=acc, order="C")
+        dense(
+            np.ascontiguousarray(x2),
+            wt,
+            bias,
+            b is not None,
+            code,
+            _block(wt.nbytes),
+            y,
+            work_bytes=wt.nbytes,
+        )
+    else:
+        y = np.matmul(x2, np.asarray(w, dtype=acc))
+        if b is not None or activation is not None:
+            epilogue = _epilogue_f64_k if acc == np.float64 else _epilogue_f32_k
+            epilogue(y, bias, b is not None, code, work_bytes=y.nbytes)
     y = y.reshape(*x.shape[:-1], n)
     return y if y.dtype == x.dtype else y.astype(x.dtype)
+
+
+class LinearChain:
+    """Consecutive float32 linear layers ``(w, b, activation)`` run by one compiled call per
+    batch: the per-layer Python work of :func:`linear` (a few microseconds a layer) is what a
+    one-row request through a small MLP spends most of its time in. The weights are read as
+    ``w.T``; a Fortran-ordered float32 ``w`` is used without a copy."""
+
+    def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray | None, str | None]]):
+        f32 = np.dtype(np.float32)
+        self.k, self.n = int(layers[0][0].shape[0]), int(layers[-1][0].shape[1])
+        self._layers = [(w, b, a) for w, b, a in layers]
+        self._wts = tuple(np.asarray(w.T, dtype=f32, order="C") for w, _, _ in layers)
+        self._biases = tuple(
+            np.zeros(1, f32) if b is None else contiguous(b, f32) for _, b, _ in layers
+        )
+        self._has_bias = np.array([b is not None for _, b, _ in layers], dtype=np.bool_)
+        self._acts = np.array([ACTIVATION_CODES[a] for _, _, a in layers], dtype=np.int64)
+        self._work = sum(wt.nbytes for wt in self._wts)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``x`` float32 [..., K] -> float32 [..., N] (NaN and Inf propagate, silently: no
+        NumPy operation here can warn)."""
+        x2 = np.ascontiguousarray(x.reshape(-1, self.k), dtype=np.float32)
+        if x2.shape[0] > MAX_ROWS:  # big batches: BLAS, layer by layer
+            y = x2
+            for w, b, activation in self._layers:
+                y = linear(y, w, b, activation)
+        else:
+            args = (self._wts, self._biases, self._has_bias, self._acts, _block(self._work))
+            y = _chain_f32_k(x2, *args, work_bytes=self._work)
+        return y.reshape(*x.shape[:-1], self.n)
