@@ -62,6 +62,17 @@ def output_specs(config: ModelConfig) -> list[TensorSpec]:
     ]
 
 
+def count_parameter(where: str, key: str, text: str | None) -> int:
+    """A ``parameters`` value that must be an integer >= 0 (absent or empty: 0); ``where``
+    names the model in the error (e.g. "model 'm'")."""
+    stripped = (text or "").strip()
+    if not stripped:
+        return 0
+    if not stripped.isdigit():
+        raise ConfigError(f"{where} parameter '{key}': expected an integer >= 0; received {text!r}")
+    return int(stripped)
+
+
 def _v2(data_type: int, what: str) -> str:
     name = DataType.Name(data_type)
     if name not in CONFIG_TO_V2:

@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from accelserve.backends.base import Backend
+from accelserve.config import count_parameter
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
 from accelserve.types import TensorSpec
@@ -50,8 +51,12 @@ class OnnxRuntimeBackend(Backend):
             )
         params = {k: v.string_value for k, v in config.parameters.items()}
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _int_param(params, "intra_op_thread_count", config.name)
-        options.inter_op_num_threads = _int_param(params, "inter_op_thread_count", config.name)
+        options.intra_op_num_threads = count_parameter(
+            f"model '{config.name}'", "intra_op_thread_count", params.get("intra_op_thread_count")
+        )
+        options.inter_op_num_threads = count_parameter(
+            f"model '{config.name}'", "inter_op_thread_count", params.get("inter_op_thread_count")
+        )
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(
@@ -104,19 +109,6 @@ def _providers(device: Device, params: dict[str, str]) -> list[Any]:
     chosen.append(("CUDAExecutionProvider", {"device_id": device.index}))
     chosen.append("CPUExecutionProvider")
     return chosen
-
-
-def _int_param(params: dict[str, str], key: str, model: str) -> int:
-    text = params.get(key, "0")
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ConfigError(
-            f"model '{model}' parameter '{key}': expected an integer >= 0; received {text!r}"
-        )
-    return value
 
 
 def _specs(args: list[Any]) -> tuple[list[TensorSpec], list[bool]]:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from accelserve.backends.base import Backend
+from accelserve.config import count_parameter
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
 from accelserve.protocol.model_config_pb2 import DataType
@@ -67,7 +68,9 @@ class TorchBackend(Backend):
         path = _model_path(version_dir, config, self._where)
         self._torch_device = _torch_device(device, self._where)
         self.device = device
-        threads = _int_param(params, "intra_op_thread_count", self._where)
+        threads = count_parameter(
+            self._where, "intra_op_thread_count", params.get("intra_op_thread_count")
+        )
         if threads > 0:
             torch.set_num_threads(threads)
         self._inference_mode = _bool_param(params, "inference_mode", True, self._where)
@@ -278,13 +281,6 @@ def _bool_param(params: dict[str, str], key: str, default: bool, where: str) -> 
     if text.lower() not in value:
         raise ConfigError(f"{where} parameter '{key}': expected true or false; received {text!r}")
     return value[text.lower()]
-
-
-def _int_param(params: dict[str, str], key: str, where: str) -> int:
-    text = params.get(key, "0")
-    if not text.strip().isdigit():
-        raise ConfigError(f"{where} parameter '{key}': expected an integer >= 0; received {text!r}")
-    return int(text)
 
 
 def _v2_of_config(data_type: int) -> str | None:

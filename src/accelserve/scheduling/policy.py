@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from accelserve.config import count_parameter
 from accelserve.errors import ConfigError
 from accelserve.scheduling.sequences import SequenceSpec
 
@@ -208,7 +209,7 @@ def sequence_spec(config: Any) -> SequenceSpec | None:
             )
         return None
     tokens, overhead = (
-        _count(config.name, key, params.get(key, ""))
+        count_parameter(f"model '{config.name}'", key, params.get(key))
         for key in ("max_batch_tokens", "chunk_overhead_tokens")
     )
     for key, declared in (("sequence_inputs", config.input), ("sequence_outputs", config.output)):
@@ -220,18 +221,6 @@ def sequence_spec(config: Any) -> SequenceSpec | None:
                     f"model's {key.split('_')[1]} ({', '.join(known)})"
                 )
     return SequenceSpec(names["sequence_inputs"], mask, names["sequence_outputs"], tokens, overhead)
-
-
-def _count(model: str, key: str, text: str) -> int:
-    try:
-        value = int(text.strip() or "0")
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ConfigError(
-            f"model '{model}' parameter '{key}': expected an integer >= 0; received {text!r}"
-        )
-    return value
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -38,12 +38,12 @@ def _run_calls(instance: ModelInstance, backend: Doubler, values: range) -> list
 
 def test_tiny_cpu_jobs_run_inline_after_the_first() -> None:
     backend = Doubler()
-    instance = ModelInstance("tiny_0", backend)
+    # A 1 s limit: "tiny" whatever else runs on the machine (a preempted job stays under it).
+    instance = ModelInstance("tiny_0", backend, inline_below_ns=10**9)
     try:
         threads = _run_calls(instance, backend, range(20))
         assert threads[0] == "accelserve-tiny_0"  # the first job never blocks the loop
-        # (a cold second call may still exceed the limit: then the third goes inline)
-        assert set(threads[-15:]) == {threading.current_thread().name}
+        assert set(threads[1:]) == {threading.current_thread().name}
         assert instance.execution_count == 20
     finally:
         instance.close()
@@ -83,7 +83,7 @@ def test_accelerator_instances_never_run_inline() -> None:
 
 def test_inline_errors_reach_the_caller_and_done_is_never_called_inside_submit() -> None:
     backend = Doubler()
-    instance = ModelInstance("m_0", backend)
+    instance = ModelInstance("m_0", backend, inline_below_ns=10**9)  # load-proof "tiny"
 
     async def main() -> None:
         await instance.run(_x(1))  # the first job, on the thread
