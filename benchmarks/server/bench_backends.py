@@ -134,6 +134,7 @@ def ready_check(models: list[str], x: np.ndarray, want: np.ndarray) -> Callable[
                 with urllib.request.urlopen(request, timeout=5) as response:
                     outputs = json.loads(response.read()).get("outputs", [])
             except (OSError, urllib.error.URLError, ValueError):
+                _raise_if_failed(port, model)
                 return False
             got = {o.get("name"): o.get("data") for o in outputs}.get(mlp.OUTPUT)
             if got is None or len(got) != want.size:
@@ -143,6 +144,21 @@ def ready_check(models: list[str], x: np.ndarray, want: np.ndarray) -> Callable[
         return True
 
     return check
+
+
+def _raise_if_failed(port: int, model: str) -> None:
+    """A server that is up but failed to load ``model`` never gets ready: say so at once."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/repository/index", data=b"{}", method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            rows = json.loads(response.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return  # not up yet
+    for row in rows if isinstance(rows, list) else []:
+        if row.get("name") == model and row.get("state") == "UNAVAILABLE":
+            raise launch.PeerError(f"{model} failed to load: {row.get('reason', '')[:200]}")
 
 
 def start_server(
@@ -211,13 +227,12 @@ def served(root: Path, entries: list[Entry], args: argparse.Namespace) -> None:
                 peer.stop()
             continue
         for entry in order:
-            if entry.skipped:
-                continue
             check = ready_check([mlp.model_name(entry.backend)], x, want)
             try:
                 peer = start_server(root / entry.backend, check, entry.env, args)
-            except launch.PeerError as exc:
+            except launch.PeerError as exc:  # this repeat goes without it; the next tries again
                 entry.skipped = str(exc)[:300]
+                entry.failed_starts += 1
                 print(f"[bench] SKIPPING {entry.name}: {exc}", file=sys.stderr, flush=True)
                 continue
             try:
@@ -283,7 +298,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--inproc-seconds", type=float, default=0.3, help="per batch and repeat")
     parser.add_argument("--layout", choices=("separate", "shared"), default="separate")
-    parser.add_argument("--ready-timeout", type=float, default=120.0)
+    parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="max wait for idle cores")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)

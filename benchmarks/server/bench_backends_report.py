@@ -35,7 +35,8 @@ class Entry:
     steps: dict[int, list[StepResult]] = field(default_factory=dict)
     inproc_us: dict[int, list[float]] = field(default_factory=dict)  # batch -> us per call
     error: float = math.nan  # max |output - reference| in process
-    skipped: str = ""
+    skipped: str = ""  # why its last failed start failed
+    failed_starts: int = 0
 
     @property
     def backend(self) -> str:
@@ -127,7 +128,7 @@ def served_table(entries: list[Entry], args: argparse.Namespace) -> tuple[str, l
             rows.append([e.label, conc, *cells])
             all_rps = sorted(s.throughput for s in e.steps[conc])
             csv_rows.append(
-                {
+                {  # results.csv's columns first (bench_simple's header), then this one's
                     "scenario": f"mlp-backends-{args.layout}",
                     "server": f"accelserve-{e.name}",
                     "wire": "binary",
@@ -139,13 +140,17 @@ def served_table(entries: list[Entry], args: argparse.Namespace) -> tuple[str, l
                     "lat_p50_ms": round(p50, 3),
                     "lat_p99_ms": round(p99, 3),
                     "failed": failed,
-                    "rps_vs_fastest": round(rps / best, 3) if best else "",
-                    "inproc_b1_us": round(e.us(1), 1),
-                    "inproc_b16_us": round(e.us(16), 1),
+                    "rps_vs_triton": "",
+                    "rps_vs_ray": "",
+                    "ready_s": "",
+                    "rss_mib": "",
                     "device": "cpu",
                     "machine": _report.machine(),
                     "commit": _report.commit(),
                     "date": _report.today(),
+                    "rps_vs_fastest": round(rps / best, 3) if best else "",
+                    "inproc_b1_us": round(e.us(1), 1),
+                    "inproc_b16_us": round(e.us(16), 1),
                 }
             )
     header = ["backend", "conc", "req/s", "req/s min-max", "p50 ms", "p99 ms", "req/s vs fastest"]
@@ -178,6 +183,12 @@ def write(
         if base
         else ""
     )
+    failures = "".join(
+        f"\n{e.label}: {e.failed_starts} of {args.repeats} server starts failed, so its medians "
+        f"cover fewer repeats (last reason: {e.skipped}).\n"
+        for e in entries
+        if e.failed_starts
+    )
     md = f"""## One MLP on four backends (ONNX Runtime, PyTorch, JAX, native) on CPU
 
 Machine: {_report.machine()}; cores {busy:.0%} busy just before measuring (other work may
@@ -209,7 +220,7 @@ server infer us (the backend's time per batch) come from the server's statistics
 each framework's default: ONNX Runtime's and PyTorch's intra-op pools span both cores, the
 native backend's kernels run one batch on one core on a host with 2 or fewer (their policy, in
 `kernels/cpu/_numba.py`).
-{base_note}
+{base_note}{failures}
 {table}
 
 Command:
