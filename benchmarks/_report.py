@@ -54,14 +54,23 @@ def command_line() -> str:
 
 
 def append_csv(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
-    """Append rows (adding a header when the file is new)."""
+    """Append rows (adding a header when the file is new); the columns must be the file's."""
     rows = list(rows)
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
+    fields = list(rows[0].keys())
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as f:
+            existing = next(csv.reader(f), [])
+        if existing != fields:  # appending would misalign the columns
+            raise ValueError(
+                f"{path}: its columns {existing} differ from the rows' {fields}; "
+                "write to another file"
+            )
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
         writer.writerows(rows)

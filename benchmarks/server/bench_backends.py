@@ -23,7 +23,7 @@ much as the backend, and a model served alone is what a user who picks one backe
 ``--baseline REV`` adds one more entry, measured in the same run: this checkout's ``src/`` with
 the native backend and the CPU kernels (``BASELINE_PATHS``) as of git revision REV, copied to a
 temporary directory put first on PYTHONPATH (of its in-process worker and of its server).
-Writes benchmarks/server/results.csv and docs/PERFORMANCE.md's ``server-backends`` block, with
+Writes benchmarks/results/bench_backends.csv and docs/PERFORMANCE.md's ``server-backends`` block, with
 whether the native backend is within 20% of the fastest backend's req/s (issue 6).
 """
 

@@ -15,6 +15,7 @@ from benchmarks import _report
 from benchmarks.server import mlp_models as mlp
 
 HERE = Path(__file__).resolve().parent
+CSV = HERE.parent / "results" / "bench_backends.csv"
 LABELS = {
     "onnx": "ONNX Runtime",
     "torch": "PyTorch (torch.export)",
@@ -128,7 +129,7 @@ def served_table(entries: list[Entry], args: argparse.Namespace) -> tuple[str, l
             rows.append([e.label, conc, *cells])
             all_rps = sorted(s.throughput for s in e.steps[conc])
             csv_rows.append(
-                {  # results.csv's columns first (bench_simple's header), then this one's
+                {
                     "scenario": f"mlp-backends-{args.layout}",
                     "server": f"accelserve-{e.name}",
                     "wire": "binary",
@@ -167,7 +168,7 @@ def write(
     print(in_table, table, result, sep="\n\n")
     if args.no_write:
         return 0
-    _report.append_csv(HERE / "results.csv", csv_rows)
+    _report.append_csv(CSV, csv_rows)
     command = " ".join(["python", "benchmarks/server/bench_backends.py", *sys.argv[1:]])
     layout = (
         "one `accelserve serve` process per backend, started one at a time"
@@ -230,5 +231,5 @@ Command:
 ```
 """
     _report.write_section("server-backends", md)
-    print(f"[bench] wrote {HERE / 'results.csv'} and docs/PERFORMANCE.md block 'server-backends'")
+    print(f"[bench] wrote {CSV} and docs/PERFORMANCE.md block 'server-backends'")
     return 0

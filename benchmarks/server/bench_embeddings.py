@@ -15,7 +15,7 @@ In one run:
    dynamic batching), Ray Serve (@serve.batch), LitServe (batching).
 Each server is started alone, driven with accelserve's load generator in this process (V2 binary
 tensors for accelserve and Triton, V2 JSON for Ray Serve and LitServe), and stopped; medians over
-repeats. Writes benchmarks/server/results.csv and docs/PERFORMANCE.md's `server-embeddings` block.
+repeats. Writes benchmarks/results/bench_embeddings.csv and docs/PERFORMANCE.md's `server-embeddings` block.
 """
 
 from __future__ import annotations
@@ -602,10 +602,11 @@ def main() -> int:
     md, csv_rows = report(off, servers, args, elapsed, load)
     print(md)
     if not args.no_write:
-        _report.append_csv(HERE / "results.csv", csv_rows)
+        _report.append_csv(ROOT / "benchmarks/results/bench_embeddings.csv", csv_rows)
         _report.write_section("server-embeddings", md)
         print(
-            "[bench] wrote benchmarks/server/results.csv and docs/PERFORMANCE.md", file=sys.stderr
+            "[bench] wrote benchmarks/results/bench_embeddings.csv and docs/PERFORMANCE.md",
+            file=sys.stderr,
         )
     return 0
 
