@@ -125,15 +125,8 @@ def ready_check(models: list[str], x: np.ndarray, want: np.ndarray) -> Callable[
 
     def check(port: int) -> bool:
         for model in models:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/v2/models/{model}/infer",
-                data=body,
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    outputs = json.loads(response.read()).get("outputs", [])
-            except (OSError, urllib.error.URLError, ValueError):
+            outputs = launch.infer_outputs(port, model, body)
+            if outputs is None:
                 _raise_if_failed(port, model)
                 return False
             got = {o.get("name"): o.get("data") for o in outputs}.get(mlp.OUTPUT)

@@ -27,8 +27,6 @@ import os
 import statistics
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,15 +256,8 @@ def _ready(port: int) -> bool:
     body = json.dumps(
         {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], "data": ["hello"]}]}
     ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v2/models/minilm/infer",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            outputs = json.loads(response.read()).get("outputs", [])
-    except (OSError, urllib.error.URLError, ValueError):
+    outputs = launch.infer_outputs(port, "minilm", body)
+    if outputs is None:
         return False
     return any(o.get("name") == "embedding" and len(o.get("data", [])) == 384 for o in outputs)
 

@@ -217,18 +217,25 @@ def command(name: str, port: int, grpc_port: int) -> tuple[list[str], dict[str, 
     return [str(python), str(HERE / script), "--port", str(port)], None
 
 
-def _probe(port: int) -> bool:
+def infer_outputs(port: int, model: str, body: bytes, timeout: float = 5.0) -> list | None:
+    """POST a V2 JSON infer request; the response's outputs, or None while it cannot answer."""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v2/models/simple/infer",
-        data=_PROBE,
+        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        data=body,
         headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
-            body = json.loads(resp.read())
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read()).get("outputs", [])
     except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def _probe(port: int) -> bool:
+    outputs = infer_outputs(port, "simple", _PROBE, timeout=2)
+    if outputs is None:
         return False
-    outs = {o["name"]: o["data"] for o in body.get("outputs", [])}
+    outs = {o["name"]: o["data"] for o in outputs}
     return outs.get("OUTPUT0") == [2 * i for i in range(16)] and outs.get("OUTPUT1") == [0] * 16
 
 
