@@ -15,12 +15,17 @@ from accelserve.config import input_specs, output_specs
 from accelserve.dataplane import prepare_inputs
 from accelserve.devices import resolve_device
 from accelserve.errors import ConfigError
-from accelserve.repository import ModelVersion, load_backend, read_config, select_versions
-from accelserve.stats import ModelStats
+from accelserve.repository import (
+    InProcessModel,
+    ModelVersion,
+    load_backend,
+    read_config,
+    select_versions,
+)
 from accelserve.types import InferRequest
 
 
-class LocalModel:
+class LocalModel(InProcessModel):
     def __init__(self, path: str | Path, device: str = "cpu", version: str = "") -> None:
         model_dir = Path(path)
         if not model_dir.is_dir():
@@ -35,27 +40,12 @@ class LocalModel:
         self.device = resolve_device(device)
         self.backend = load_backend(model_dir / self.version, config, self.device)
         self.config = config
-        self._spec = ModelVersion(
-            name=config.name,
-            version=self.version,
-            config=config,
-            inputs={s.name: s for s in input_specs(config)},
-            outputs={s.name: s for s in output_specs(config)},
-            runner=None,  # type: ignore[arg-type]  # no queue in process
-            stats=ModelStats(config.name, self.version),
+        self._spec = ModelVersion.in_process(
+            config,
+            self.version,
+            {s.name: s for s in input_specs(config)},
+            {s.name: s for s in output_specs(config)},
         )
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def inputs(self) -> list[dict[str, Any]]:
-        return [s.as_metadata(self.config.max_batch_size) for s in self._spec.inputs.values()]
-
-    @property
-    def outputs(self) -> list[dict[str, Any]]:
-        return [s.as_metadata(self.config.max_batch_size) for s in self._spec.outputs.values()]
 
     def infer(
         self, inputs: dict[str, Any], outputs: list[str] | None = None
@@ -70,12 +60,6 @@ class LocalModel:
 
     def close(self) -> None:
         self.backend.unload()
-
-    def __enter__(self) -> LocalModel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _as_array(value: Any) -> np.ndarray:

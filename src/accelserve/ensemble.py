@@ -33,6 +33,7 @@ from accelserve.errors import (
     ModelExecutionError,
     UnavailableError,
 )
+from accelserve.repository import InProcessModel
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest, TensorSpec
 
@@ -422,7 +423,7 @@ def _check_step(config: ModelConfig, graph: Graph, step: Step, model: ModelVersi
         )
 
 
-class LocalEnsemble:
+class LocalEnsemble(InProcessModel):
     """An ensemble run in process (what ``accelserve.load`` returns for an ensemble directory):
     the steps run one after another in the caller's thread, each a local model that
     ``open_step(model_name, version)`` opens (e.g. ``accelserve.load`` on the sibling
@@ -445,27 +446,9 @@ class LocalEnsemble:
         except BaseException:
             self.close()
             raise
-        self._spec = ModelVersion(
-            name=config.name,
-            version=self.version,
-            config=config,
-            inputs=self.graph.inputs,
-            outputs=self.graph.outputs,
-            runner=None,  # type: ignore[arg-type]  # no queue in process
-            stats=ModelStats(config.name, self.version),
+        self._spec = ModelVersion.in_process(
+            config, self.version, self.graph.inputs, self.graph.outputs
         )
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def inputs(self) -> list[dict[str, Any]]:
-        return [s.as_metadata(self.config.max_batch_size) for s in self.graph.inputs.values()]
-
-    @property
-    def outputs(self) -> list[dict[str, Any]]:
-        return [s.as_metadata(self.config.max_batch_size) for s in self.graph.outputs.values()]
 
     def infer(
         self, inputs: dict[str, Any], outputs: list[str] | None = None
@@ -496,12 +479,6 @@ class LocalEnsemble:
         for model in self._steps.values():
             model.close()
         self._steps = {}
-
-    def __enter__(self) -> LocalEnsemble:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _local_array(value: Any, spec: TensorSpec | None, batched: bool) -> np.ndarray:

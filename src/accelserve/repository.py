@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import numpy as np
 
@@ -95,6 +95,54 @@ class ModelVersion:
                 kind = _MEMORY_TYPES[instance.device.kind]
                 rows.append({"type": kind, "id": instance.device.index, "byte_size": size})
         return rows
+
+    @classmethod
+    def in_process(
+        cls,
+        config: ModelConfig,
+        version: str,
+        inputs: dict[str, TensorSpec],
+        outputs: dict[str, TensorSpec],
+    ) -> ModelVersion:
+        """A version without a queue: what an in-process model checks its requests against."""
+        return cls(
+            name=config.name,
+            version=version,
+            config=config,
+            inputs=inputs,
+            outputs=outputs,
+            runner=None,  # type: ignore[arg-type]  # no queue in process
+            stats=ModelStats(config.name, version),
+        )
+
+
+class InProcessModel:
+    """The metadata and context-manager side of what ``accelserve.load`` returns (a model or
+    an ensemble run in this process), from its config and its queue-less ``ModelVersion``."""
+
+    config: ModelConfig
+    _spec: ModelVersion
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return [s.as_metadata(self.config.max_batch_size) for s in self._spec.inputs.values()]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return [s.as_metadata(self.config.max_batch_size) for s in self._spec.outputs.values()]
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
