@@ -27,6 +27,7 @@ from accelserve.codecs.v2_http import (
     _WIRE,
     DEFAULT_MAX_ELEMENTS,
     _bytes_elements,
+    _check_bool_bytes,
     _describe,
     _element_count,
     _output_bytes,
@@ -126,14 +127,8 @@ def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: by
             f"elements of {wire.itemsize} bytes for shape {shape}); received {len(data)}"
         )
     array = np.ndarray(shape, wire, data)  # read-only view of the message's bytes: no copy
-    if datatype == "BOOL" and count:
-        flat = array.reshape(-1).view(np.uint8)
-        if flat.max() > 1:
-            index = int(np.argmax(flat > 1))
-            raise InvalidArgumentError(
-                f"input '{name}': BOOL raw data must be bytes 0 or 1; received "
-                f"{int(flat[index])} at element {index}"
-            )
+    if datatype == "BOOL":
+        _check_bool_bytes(name, array, "raw")
     return array
 
 

@@ -549,15 +549,22 @@ def _binary_tensor(
         return _bytes_elements(name, shape, count, body, offset, end)
     # A read-only (for bytes bodies) view of the body: no copy.
     array = np.ndarray(shape, _WIRE[datatype], body, offset)
-    if datatype == "BOOL" and count:
-        raw = array.reshape(-1).view(np.uint8)
-        if raw.max() > 1:
-            index = int(np.argmax(raw > 1))
-            raise InvalidArgumentError(
-                f"input '{name}': BOOL binary data must be bytes 0 or 1; received "
-                f"{int(raw[index])} at element {index}"
-            )
+    if datatype == "BOOL":
+        _check_bool_bytes(name, array, "binary")
     return array
+
+
+def _check_bool_bytes(name: str, array: np.ndarray, what: str) -> None:
+    """BOOL tensors read from bytes (``what``: binary or raw data) hold only 0 and 1."""
+    if not array.size:
+        return
+    raw = array.reshape(-1).view(np.uint8)
+    if raw.max() > 1:
+        index = int(np.argmax(raw > 1))
+        raise InvalidArgumentError(
+            f"input '{name}': BOOL {what} data must be bytes 0 or 1; received "
+            f"{int(raw[index])} at element {index}"
+        )
 
 
 def _bytes_elements(
