@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from accelserve.devices import Device
+from accelserve.errors import ConfigError
 from accelserve.types import TensorSpec
 
 
@@ -40,6 +41,18 @@ class Backend(ABC):
         and outputs may be empty when the config is auto-completed). Raise ``ConfigError`` with a
         clear message for anything wrong with the files or config.
         """
+
+    def model_file(self, version_dir: Path, config: Any) -> Path:
+        """The version's model file: the config's ``default_model_filename``, else this
+        backend's ``default_filename``; a ``ConfigError`` naming it when it is missing."""
+        filename = config.default_model_filename or self.default_filename
+        path = version_dir / filename
+        if not path.is_file():
+            raise ConfigError(
+                f"model '{config.name}' version {version_dir.name}: expected file '{filename}' "
+                "is missing"
+            )
+        return path
 
     @abstractmethod
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

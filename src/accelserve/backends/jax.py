@@ -39,10 +39,8 @@ class JaxBackend(Backend):
     def load(self, version_dir: Path, config: Any, device: Device) -> None:
         where = f"model '{config.name}' version {version_dir.name}"
         self._where = where
-        filename = config.default_model_filename or self.default_filename
-        path = version_dir / filename
-        if not path.is_file():
-            raise ConfigError(f"{where}: expected file '{filename}' is missing")
+        path = self.model_file(version_dir, config)
+        filename = path.name
         try:
             exported = jax_export.deserialize(bytearray(path.read_bytes()))
         except Exception as exc:

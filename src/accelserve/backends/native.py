@@ -229,10 +229,8 @@ class NativeBackend(Backend):
     def load(self, version_dir: Path, config: Any, device: Device) -> None:
         where = f"model '{config.name}' version {version_dir.name}"
         self._where = where
-        filename = config.default_model_filename or WEIGHTS_FILE
-        path = version_dir / filename
-        if not path.is_file():
-            raise ConfigError(f"{where}: expected file '{filename}' is missing")
+        path = self.model_file(version_dir, config)
+        filename = path.name
         from safetensors.numpy import load_file
 
         try:

@@ -42,13 +42,8 @@ class OnnxRuntimeBackend(Backend):
     default_filename = "model.onnx"
 
     def load(self, version_dir: Path, config: Any, device: Device) -> None:
-        filename = config.default_model_filename or self.default_filename
-        path = version_dir / filename
-        if not path.is_file():
-            raise ConfigError(
-                f"model '{config.name}' version {version_dir.name}: expected file '{filename}' "
-                "is missing"
-            )
+        path = self.model_file(version_dir, config)
+        filename = path.name
         params = {k: v.string_value for k, v in config.parameters.items()}
         options = ort.SessionOptions()
         options.intra_op_num_threads = count_parameter(

@@ -127,10 +127,8 @@ class PythonBackend(Backend):
         from accelserve.config import config_to_json
 
         self._where = where = f"model '{config.name}' version {version_dir.name}"
-        filename = config.default_model_filename or self.default_filename
-        path = version_dir / filename
-        if not path.is_file():
-            raise ConfigError(f"{where}: expected file '{filename}' is missing")
+        path = self.model_file(version_dir, config)
+        filename = path.name
         params = {k: v.string_value for k, v in config.parameters.items()}
         self._execute_timeout = _seconds(
             params, "execute_timeout_s", DEFAULT_EXECUTE_TIMEOUT_S, where

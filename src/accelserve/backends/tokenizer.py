@@ -31,13 +31,8 @@ class TokenizerBackend(Backend):
     default_filename = "tokenizer.json"
 
     def load(self, version_dir: Path, config: Any, device: Device) -> None:
-        filename = config.default_model_filename or self.default_filename
-        path = version_dir / filename
-        if not path.is_file():
-            raise ConfigError(
-                f"model '{config.name}' version {version_dir.name}: expected file '{filename}' "
-                "is missing"
-            )
+        path = self.model_file(version_dir, config)
+        filename = path.name
         try:
             full = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises its own exception type
