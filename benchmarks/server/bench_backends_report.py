@@ -220,7 +220,10 @@ medians over {args.repeats} repeats (min-max: the spread of the repeats). Avg ba
 server infer us (the backend's time per batch) come from the server's statistics. Threads are
 each framework's default: ONNX Runtime's and PyTorch's intra-op pools span both cores, the
 native backend's kernels run one batch on one core on a host with 2 or fewer (their policy, in
-`kernels/cpu/_numba.py`).
+`kernels/cpu/_numba.py`). Each server runs with its default settings, which include busy
+polling (`--busy-poll-us 200`: after a response the event loop polls for the next request
+instead of sleeping, so an idle core need not be woken; it stands aside after a call into ONNX
+Runtime, whose default intra-op pool spin-waits and keeps the cores awake itself).
 {base_note}{failures}
 {table}
 

@@ -39,7 +39,7 @@ from benchmarks.server.peers import launch  # noqa: E402
 from benchmarks.server.peers.launch import PEERS, PeerError, start  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-GRPC_PEERS = ("accelserve", "triton")  # the others speak HTTP only
+GRPC_PEERS = ("accelserve", "accelserve-nopoll", "triton")  # the others speak HTTP only
 
 
 @dataclass
@@ -240,7 +240,7 @@ def main() -> int:
         if dropped:
             print(f"[bench] no gRPC in {dropped}: measured over HTTP only", file=sys.stderr)
         names = [n for n in names if n in GRPC_PEERS]
-    if "accelserve" in names:
+    if {"accelserve", "accelserve-nopoll"} & set(names):
         launch.ACCELSERVE_REPOSITORY = simple_repository()
     load_before = os.getloadavg()[0]
     all_runs = {
@@ -286,7 +286,10 @@ Load generator: `accelserve.loadgen` in the benchmark's process on the same 2 co
 Wire: {wire_note}.
 Every server runs one model instance; accelserve, Triton, Ray Serve and LitServe batch dynamically
 (max 8). accelserve serves a repository holding only the example `simple` (ONNX Runtime, 1
-thread, max_queue_delay 100 us); Triton a Python-backend `simple` with `dynamic_batching {{ }}`.
+thread, `dynamic_batching {{ }}`: no queue delay) with its default settings, which include
+busy polling (`--busy-poll-us 200`: after a response the event loop polls its sockets for the
+next request instead of sleeping); *accelserve, --busy-poll-us 0* is the same server without
+it. Triton serves a Python-backend `simple` with `dynamic_batching {{ }}`.
 
 {table}
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from accelserve.dataplane import DataPlane
+from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US, BusyPoll
 from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
 from accelserve.frontends.http_server import HttpServer
 from accelserve.repository import ModelRepository
+from accelserve.scheduling.instances import cores_busy
 
 log = logging.getLogger("accelserve.server")
 
@@ -32,6 +34,7 @@ class ServerSettings:
     model_control_mode: str = "none"  # "none" or "explicit"
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
+    busy_poll_us: int = DEFAULT_WINDOW_US  # scheduling/busy_poll.py; 0 disables
     log_level: str = "info"
 
 
@@ -40,15 +43,24 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         raise ValueError(
             f"model_control_mode: expected 'none' or 'explicit'; received {settings.model_control_mode!r}"
         )
+    busy_poll = BusyPoll(asyncio.get_running_loop(), settings.busy_poll_us, cores_busy)
     api_key = settings.api_key or os.environ.get("ACCELSERVE_API_KEY") or None
     repository = ModelRepository(settings.model_repository, default_device=settings.device)
     dataplane = DataPlane(
-        repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
+        repository,
+        model_control=settings.model_control_mode == "explicit",
+        api_key=api_key,
     )
     await repository.load_all()
 
     frontend = HttpFrontend(dataplane, extra=_openai_handler(dataplane))
-    http = HttpServer(frontend.handle, render_error, settings.max_body_bytes, keep_alive_s=60)
+    http = HttpServer(
+        frontend.handle,
+        render_error,
+        settings.max_body_bytes,
+        keep_alive_s=60,
+        on_response=busy_poll.touch,
+    )
     await http.start(settings.host, settings.http_port)
     log.info("HTTP on http://%s:%d", settings.host, http.port)
     extra_servers: list[Any] = []

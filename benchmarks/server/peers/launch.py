@@ -46,6 +46,8 @@ ACCELSERVE_REPOSITORY = Path(
 # name -> (label, HTTP wire format the load generator must use)
 PEERS: dict[str, tuple[str, str]] = {
     "accelserve": ("accelserve", "binary"),
+    # the same server without busy polling: the same-run baseline for that default
+    "accelserve-nopoll": ("accelserve, --busy-poll-us 0", "binary"),
     "triton": ("Triton (tritonserver, python backend)", "binary"),
     "ray": ("Ray Serve (@serve.batch)", "json"),
     "litserve": ("LitServe (batching)", "json"),
@@ -208,6 +210,8 @@ def command(name: str, port: int, grpc_port: int) -> tuple[list[str], dict[str, 
         return _triton_command(port, grpc_port)
     if name == "accelserve":
         return _accelserve_command(port, grpc_port), None
+    if name == "accelserve-nopoll":
+        return [*_accelserve_command(port, grpc_port), "--busy-poll-us", "0"], None
     python = PEERS_DIR / "py" / "bin" / "python"
     if not python.exists():
         raise PeerError(f"{python} not found: run benchmarks/server/peers/setup.sh")

@@ -25,6 +25,9 @@ class Backend(ABC):
     #: whether a tiny call may run on the event loop's thread (scheduling.instances); False
     #: for backends whose call can block on something else (another process)
     inline_ok: bool = True
+    #: whether the backend's own threads spin-wait after a call, keeping cores busy (ONNX
+    #: Runtime's intra-op pool on CPU); the HTTP server's busy polling then stands aside
+    spins_after_call: bool = False
 
     def __init__(self) -> None:
         self.device: Device = Device("cpu", 0)

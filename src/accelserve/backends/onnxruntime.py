@@ -63,6 +63,8 @@ class OnnxRuntimeBackend(Backend):
                 f"'{filename}': {type(exc).__name__}: {_first_line(exc)}"
             ) from None
         self.device = device
+        # Its intra-op pool (more than one thread; 0 is one per core) spin-waits after each run.
+        self.spins_after_call = options.intra_op_num_threads != 1
         self.inputs, batched_in = _specs(self.session.get_inputs())
         self.outputs, batched_out = _specs(self.session.get_outputs())
         if self.inputs and all(batched_in) and all(batched_out):

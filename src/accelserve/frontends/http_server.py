@@ -84,6 +84,7 @@ class HttpServer:
         render_error: ErrorRenderer,
         max_body_bytes: int,
         keep_alive_s: float = 60.0,
+        on_response: Callable[[], None] | None = None,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: expected >= 1; received {max_body_bytes}")
@@ -93,6 +94,7 @@ class HttpServer:
         self.render_error = render_error
         self.max_body_bytes = max_body_bytes
         self.keep_alive_s = keep_alive_s
+        self.on_response = on_response  # called after each response is written (busy polling)
         self._sweep_s = min(_SWEEP_S, keep_alive_s)
         self.stopping = False
         self.connections: set[_Connection] = set()
@@ -294,6 +296,8 @@ class _Connection(asyncio.Protocol):
             self.closing = True
             self.queue.clear()
             transport.close()
+        if self.server.on_response is not None:
+            self.server.on_response()
 
     def _reject(self, status: int, message: str) -> None:
         """A request that cannot be read: answer it after those before it, then close."""

@@ -41,6 +41,18 @@ Done = Callable[[Any, BaseException | None], None]
 #: after a job shorter than this, the next runs on the event loop's thread (CPU devices only)
 INLINE_BELOW_NS = 50_000
 _NS = time.perf_counter_ns
+#: how long after a call a backend's own spin-waiting threads are taken to hold the cores
+SPIN_AFTER_CALL_NS = 1_000_000
+# Process-wide, updated on the event loop's thread (the server runs one loop).
+_on_threads = 0  # jobs handed to any instance's thread and not yet back
+_spinner_ran_ns = -SPIN_AFTER_CALL_NS  # when a backend with ``spins_after_call`` last ran a job
+
+
+def cores_busy() -> bool:
+    """Whether model work holds the cores: a job on an instance thread, or a job of a backend
+    whose threads spin-wait after each call (``Backend.spins_after_call``) within the last
+    ``SPIN_AFTER_CALL_NS``. The HTTP server's busy polling yields to both."""
+    return _on_threads > 0 or _NS() - _spinner_ran_ns < SPIN_AFTER_CALL_NS
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -62,6 +74,7 @@ class ModelInstance:
         # wait on another process.
         inline = backend.device.kind == "cpu" and backend.inline_ok
         self._inline_below_ns = inline_below_ns if inline else 0
+        self._spins = backend.spins_after_call
         self._last_ns = math.inf  # how long the previous job took
         self._on_thread = 0  # jobs handed to the thread and not yet reported back
         self._jobs: queue.SimpleQueue[
@@ -90,16 +103,26 @@ class ModelInstance:
                 result = job()
             except Exception as e:
                 exc = e
-            self._last_ns = _NS() - start
+            end = _NS()
+            self._last_ns = end - start
             self.execution_count += 1
+            if self._spins:
+                global _spinner_ran_ns
+                _spinner_ran_ns = end
             loop.call_soon(done, result, exc)
             return
+        global _on_threads
         self._on_thread += 1
+        _on_threads += 1
         self._jobs.put((job, loop, done))
 
     def _finished(self, done: Done, result: Any, exc: BaseException | None, ns: int) -> None:
         """On the loop: a job from the thread is back."""
+        global _on_threads, _spinner_ran_ns
         self._on_thread -= 1
+        _on_threads -= 1
+        if self._spins:
+            _spinner_ran_ns = _NS()
         self._last_ns = ns
         done(result, exc)
 

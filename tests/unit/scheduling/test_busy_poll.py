@@ -1,0 +1,108 @@
+"""BusyPoll on a real event loop: after a touch the loop keeps polling (its callback runs over
+and over) until the window has passed, then sleeps; it stands aside while model work holds the
+cores; 0 turns it off. Also ``cores_busy`` as real ModelInstances drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from sched_helpers import Doubler
+
+from accelserve.frontends.busy_poll import BusyPoll
+from accelserve.scheduling import ModelInstance, instances
+
+uvloop = pytest.importorskip("uvloop")
+
+
+class Counter:
+    """``cores_busy`` for the tests: counts the polls (one call each) and answers ``busy``."""
+
+    def __init__(self, busy: bool = False) -> None:
+        self.calls = 0
+        self.busy = busy
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.busy
+
+
+@pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_polls_through_the_window_then_sleeps(runner) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        polls = Counter()
+        poll = BusyPoll(asyncio.get_running_loop(), 30_000, polls)  # 30 ms
+        poll.touch()
+        assert poll.polling
+        await asyncio.sleep(0.010)
+        assert poll.polling and polls.calls > 20  # the loop went round, not to sleep
+        poll.touch()  # a second response re-opens the window without a second poller
+        await asyncio.sleep(0.060)
+        assert not poll.polling
+        settled = polls.calls
+        await asyncio.sleep(0.020)
+        assert polls.calls == settled  # asleep: no polling after the window
+
+    runner(main())
+
+
+def test_stands_aside_while_model_work_holds_the_cores() -> None:
+    async def main() -> None:
+        busy = Counter(busy=True)
+        poll = BusyPoll(asyncio.get_running_loop(), 1_000_000, busy)  # 1 s window
+        poll.touch()
+        await asyncio.sleep(0.005)
+        assert not poll.polling and busy.calls == 1  # looked once, then slept
+        busy.busy = False
+        poll.touch()  # the next response polls again
+        await asyncio.sleep(0.005)
+        assert poll.polling and busy.calls > 2
+
+    asyncio.run(main())
+
+
+def test_zero_window_never_polls_and_negative_is_refused() -> None:
+    async def main() -> None:
+        polls = Counter()
+        poll = BusyPoll(asyncio.get_running_loop(), 0, polls)
+        poll.touch()
+        await asyncio.sleep(0.005)
+        assert not poll.polling and polls.calls == 0
+
+    asyncio.run(main())
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match=r"busy_poll_us: expected >= 0; received -1"):
+            BusyPoll(loop, -1)
+    finally:
+        loop.close()
+
+
+def test_cores_busy_follows_instance_threads_and_spinning_backends() -> None:
+    slow = Doubler(delay=0.05)
+    spinner = Doubler()
+    spinner.spins_after_call = True
+    slow_instance = ModelInstance("busy_slow", slow)
+    spin_instance = ModelInstance("busy_spin", spinner)
+    x = {"x": np.ones((1, 2), np.float32)}
+
+    async def main() -> None:
+        time.sleep(instances.SPIN_AFTER_CALL_NS / 1e9)  # no earlier spinner still counts
+        assert not instances.cores_busy()
+        job = asyncio.ensure_future(slow_instance.run(x))
+        await asyncio.sleep(0.01)
+        assert instances.cores_busy()  # a job on an instance thread
+        await job
+        assert not instances.cores_busy()
+        await spin_instance.run(x)
+        assert instances.cores_busy()  # its pool still spins
+        await asyncio.sleep(2 * instances.SPIN_AFTER_CALL_NS / 1e9)
+        assert not instances.cores_busy()
+
+    try:
+        asyncio.run(main())
+    finally:
+        slow_instance.close()
+        spin_instance.close()
