@@ -146,7 +146,9 @@ def build_native(root: Path, name: str = "native_mlp", extra: str = "") -> Path:
 
 
 def native_weight_bytes() -> int:
-    return torch_parameter_bytes()
+    """What a native CPU instance holds: the same weights, plus a C-ordered copy of W1 and W2
+    for one-row requests (kernels.cpu.linear.LinearChain)."""
+    return torch_parameter_bytes() + W1.nbytes + W2.nbytes
 
 
 PYTHON_MODEL = textwrap.dedent(

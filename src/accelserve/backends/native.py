@@ -23,7 +23,8 @@ parameter ``layers`` (the same JSON list) and the input/output from the config's
 On ``cpu`` the weights stay NumPy arrays (the kernels' CPU provider), linear weights in Fortran
 order (``w.T`` row-major, the layout of the provider's small-batch kernel); a request whose input
 matches the model calls the provider directly, each run of FP32 linear layers as one compiled
-call (``LinearChain``). On ``cuda:N`` the weights move once, at load, to torch CUDA tensors (the
+call (``LinearChain``, which also keeps a C-ordered copy of those weights for one-row requests:
+``memory_bytes`` counts it). On ``cuda:N`` the weights move once, at load, to torch CUDA tensors (the
 Triton provider); on ``tpu:N`` to jax arrays (Pallas). ``write_native_model`` writes the format.
 """
 
@@ -249,9 +250,11 @@ class NativeBackend(Backend):
             # Fortran order (w.T row-major) is the CPU provider's layout for batches up to
             # 128 rows: they then skip BLAS's per-call packing of w and its thread pool.
             self._weights = {n: np.asfortranarray(w) for n, w in self._weights.items()}
-        self._bytes = sum(int(weights[n].nbytes) for n in used)
         self._dtype = numpy_dtype(model.input.datatype)
         self._direct = _cpu_layers(model, self._weights) if device.kind == "cpu" else None
+        self._bytes = sum(int(weights[n].nbytes) for n in used) + sum(
+            getattr(step, "extra_bytes", 0) for step in self._direct or ()
+        )
         self._loaded = True
         self.device = device
         strip = not (config.max_batch_size == 0 and (config.input or config.output))

@@ -70,6 +70,22 @@ def test_fortran_ordered_weights_propagate_nan_and_inf() -> None:
     assert_close(got, reference("linear", x, w), 1e-4, 1e-4)
 
 
+def _chain_layers() -> list:
+    widths, activations = (9, 33, 8, 17, 5), ("gelu", None, "relu", "silu")
+    layers = []
+    for i, activation in enumerate(activations):
+        w = random_array((widths[i], widths[i + 1]), "float32", seed=20 + i, scale=0.5)
+        b = None if i == 1 else random_array((widths[i + 1],), "float32", seed=30 + i)
+        layers.append((np.asfortranarray(w) if i % 2 else w, b, activation))
+    return layers
+
+
+def _layer_by_layer(x: np.ndarray, layers: list) -> np.ndarray:
+    for w, b, activation in layers:
+        x = reference("linear", x, w, b, activation=activation)
+    return x
+
+
 @pytest.mark.parametrize("rows", [1, 6, 129])
 def test_linear_chain_matches_layer_by_layer(rows: int) -> None:
     """The native backend's FP32 chain: one compiled call for consecutive layers (BLAS layer
@@ -77,16 +93,28 @@ def test_linear_chain_matches_layer_by_layer(rows: int) -> None:
     pytest.importorskip("numba")
     from accelserve.kernels.cpu.linear import LinearChain
 
-    widths, activations = (9, 33, 8, 17, 5), ("gelu", None, "relu", "silu")
-    layers = []
-    for i, activation in enumerate(activations):
-        w = random_array((widths[i], widths[i + 1]), "float32", seed=20 + i, scale=0.5)
-        b = None if i == 1 else random_array((widths[i + 1],), "float32", seed=30 + i)
-        layers.append((np.asfortranarray(w) if i % 2 else w, b, activation))
+    layers = _chain_layers()
     x = with_specials(random_array((2, rows, 9), "float32", seed=13))
-    want = x
-    for w, b, activation in layers:
-        want = reference("linear", want, w, b, activation=activation)
     got = LinearChain(layers)(x)
     assert got.shape == (2, rows, 5) and got.dtype == np.float32
-    assert_close(got, want, 1e-4, 1e-4)
+    assert_close(got, _layer_by_layer(x, layers), 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("special", [False, True])
+def test_linear_chain_single_row(special: bool) -> None:
+    """One row on one thread runs over C-ordered copies of the weights (the row kernel): the
+    same answer, NaN/Inf included, and the copies are counted in ``extra_bytes``."""
+    pytest.importorskip("numba")
+    from accelserve.kernels.cpu.linear import LinearChain
+
+    layers = _chain_layers()
+    chain = LinearChain(layers)
+    # Each layer is held once more: F-ordered w as a C copy, C-ordered w as the w.T copy.
+    assert chain.extra_bytes == sum(w.nbytes for w, _, _ in layers)
+    x = random_array((1, 9), "float32", seed=14)
+    if special:
+        x[0, 2], x[0, 5] = np.nan, np.inf
+    got = chain(x)
+    assert got.shape == (1, 5)
+    assert_close(got, _layer_by_layer(x, layers), 1e-4, 1e-4)
+    assert_close(got, chain(np.vstack([x, x]))[:1], 1e-5, 1e-5)  # the batch kernel agrees
