@@ -356,18 +356,22 @@ Step = Callable[[np.ndarray], np.ndarray]
 def _cpu_layers(model: NativeModel, weights: Mapping[str, Any]) -> list[Step] | None:
     """On cpu, the layers bound to the ``cpu`` provider's functions and their weights, when the
     dispatcher would pick that provider: a request then skips the per-call argument checks and
-    conversions that load already did (they cost more than the layer at batch 1). In an FP32
-    model each run of consecutive linear layers is one compiled call (``LinearChain``)."""
+    conversions that load already did (they cost more than the layer at batch 1). Each run of
+    consecutive linear layers is one compiled call (``LinearChain``) except in FP64 models. The
+    chain computes in float32, as the kernels do for 16-bit data, from float32 copies of the
+    weights made once here (``memory_bytes`` counts them) rather than on every call; an FP16
+    or BF16 model's output is rounded to its datatype once, at the end."""
     from accelserve import kernels
 
     sample = next(iter(weights.values()), np.zeros(1, np.float32))
     ops = {layer.type for layer in model.layers}
     if any(kernels.resolve_provider(op, sample) != "cpu" for op in ops):
         return None  # numba missing, or ACCELSERVE_KERNEL_PROVIDER forces another provider
+    from accelserve.kernels.cpu._numba import quiet
     from accelserve.kernels.cpu.l2_normalize import l2_normalize
     from accelserve.kernels.cpu.linear import LinearChain, linear
 
-    chain = model.input.datatype == "FP32"
+    chain = model.input.datatype != "FP64"
     steps: list[Step] = []
     run: list[tuple[np.ndarray, np.ndarray | None, str | None]] = []
     for layer in (*model.layers, None):
@@ -383,6 +387,9 @@ def _cpu_layers(model: NativeModel, weights: Mapping[str, Any]) -> list[Step] | 
         run = []
         if layer is not None:
             steps.append(functools.partial(l2_normalize, eps=layer.eps))
+    if model.input.datatype in ("FP16", "BF16"):
+        # quiet: an FP16 overflow becomes inf, as a layer's own rounding would, without a warning
+        steps.append(quiet(functools.partial(np.asarray, dtype=numpy_dtype(model.input.datatype))))
     return steps
 
 

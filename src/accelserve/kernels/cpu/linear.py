@@ -235,10 +235,11 @@ def linear(
 
 
 class LinearChain:
-    """Consecutive float32 linear layers ``(w, b, activation)`` run by one compiled call per
+    """Consecutive linear layers ``(w, b, activation)`` run in float32 by one compiled call per
     batch: the per-layer Python work of :func:`linear` (a few microseconds a layer) is what a
     one-row request through a small MLP spends most of its time in. The weights are read as
-    ``w.T``; a Fortran-ordered float32 ``w`` is used without a copy.
+    ``w.T``; a Fortran-ordered float32 ``w`` is used without a copy, other dtypes (FP16, BF16)
+    are converted once, here (``extra_bytes`` counts every copy).
 
     A single row, when the chain runs on one thread, takes ``_chain_row_f32`` over a C-ordered
     copy of the weights instead (``extra_bytes`` counts it): with one row the dot products'
