@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "--busy-poll-us",
         type=int,
         default=DEFAULT_WINDOW_US,
-        help="keep polling sockets this long after a request instead of sleeping: lower "
+        help="keep polling sockets this long after a response instead of sleeping: lower "
         f"latency at low load for some CPU (default {DEFAULT_WINDOW_US}; 0 disables)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

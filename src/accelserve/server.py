@@ -34,7 +34,7 @@ class ServerSettings:
     model_control_mode: str = "none"  # "none" or "explicit"
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
-    busy_poll_us: int = DEFAULT_WINDOW_US  # scheduling/busy_poll.py; 0 disables
+    busy_poll_us: int = DEFAULT_WINDOW_US  # frontends/busy_poll.py; 0 disables
     log_level: str = "info"
 
 
@@ -47,9 +47,7 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     api_key = settings.api_key or os.environ.get("ACCELSERVE_API_KEY") or None
     repository = ModelRepository(settings.model_repository, default_device=settings.device)
     dataplane = DataPlane(
-        repository,
-        model_control=settings.model_control_mode == "explicit",
-        api_key=api_key,
+        repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
     )
     await repository.load_all()
 

@@ -22,10 +22,11 @@ parameter ``layers`` (the same JSON list) and the input/output from the config's
 
 On ``cpu`` the weights stay NumPy arrays (the kernels' CPU provider), linear weights in Fortran
 order (``w.T`` row-major, the layout of the provider's small-batch kernel); a request whose input
-matches the model calls the provider directly, each run of FP32 linear layers as one compiled
-call (``LinearChain``, which also keeps a C-ordered copy of those weights for one-row requests:
-``memory_bytes`` counts it). On ``cuda:N`` the weights move once, at load, to torch CUDA tensors (the
-Triton provider); on ``tpu:N`` to jax arrays (Pallas). ``write_native_model`` writes the format.
+matches the model calls the provider directly, each run of linear layers as one compiled call
+(``LinearChain``, in float32, which also keeps a C-ordered copy of those weights for one-row
+requests: ``memory_bytes`` counts the copies). On ``cuda:N`` the weights move once, at load, to
+torch CUDA tensors (the Triton provider); on ``tpu:N`` to jax arrays (Pallas).
+``write_native_model`` writes the format.
 """
 
 from __future__ import annotations

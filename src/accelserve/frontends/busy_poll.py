@@ -15,10 +15,10 @@ Python backend's worker): that job needs the cores more than the loop does, and 
 wakes the loop anyway. It also stands aside for a millisecond after a call into a backend whose
 own threads spin-wait (ONNX Runtime's intra-op pool): they already keep the cores awake, and a
 polling loop on top of them only competed with them and the client (measured: ONNX Runtime's
-MLP fell from 10.8k to 9.6k req/s at concurrency 1 and 21.7k to 18.7k at 16). Only the HTTP server touches it: gRPC's sockets belong to grpc's own
-threads, which a polling loop would only take cores from (measured: 1.66k -> 1.32k req/s at
-concurrency 1). This is the event-loop form of Linux's ``SO_BUSY_POLL``: CPU for latency at
-low load.
+MLP fell from 10.8k to 9.6k req/s at concurrency 1 and 21.7k to 18.7k at 16). Only the HTTP
+server touches it: gRPC's sockets belong to grpc's own threads, which a polling loop would only
+take cores from (measured: 1.66k -> 1.32k req/s at concurrency 1). This is the event-loop form
+of Linux's ``SO_BUSY_POLL``: CPU for latency at low load.
 """
 
 from __future__ import annotations
