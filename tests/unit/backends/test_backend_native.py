@@ -102,12 +102,15 @@ def test_fp16_and_bf16_models(tmp_path: Path) -> None:
         backend = NativeBackend()
         backend.load(directory, config(name=datatype), CPU)
         assert backend.outputs == [TensorSpec("y", datatype, (32,))]
-        x = np.random.default_rng(1).standard_normal((4, 16)).astype(dtype)
-        y = backend.infer({"x": x})["y"]
-        assert y.dtype == np.dtype(dtype)
-        z = x.astype(np.float64) @ w.astype(np.float64)
-        expected = z / (1 + np.exp(-z))
-        np.testing.assert_allclose(y.astype(np.float64), expected, rtol=tolerance, atol=tolerance)
+        for rows in (1, 4):  # one row takes the chain's row kernel, several the batch kernel
+            x = np.random.default_rng(rows).standard_normal((rows, 16)).astype(dtype)
+            y = backend.infer({"x": x})["y"]
+            assert y.dtype == np.dtype(dtype) and y.shape == (rows, 32)
+            z = x.astype(np.float64) @ w.astype(np.float64)
+            expected = z / (1 + np.exp(-z))
+            np.testing.assert_allclose(
+                y.astype(np.float64), expected, rtol=tolerance, atol=tolerance
+            )
 
 
 def test_a_head_only_model_holds_no_weights(tmp_path: Path) -> None:
