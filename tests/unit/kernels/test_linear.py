@@ -118,3 +118,17 @@ def test_linear_chain_single_row(special: bool) -> None:
     assert got.shape == (1, 5)
     assert_close(got, _layer_by_layer(x, layers), 1e-4, 1e-4)
     assert_close(got, chain(np.vstack([x, x]))[:1], 1e-5, 1e-5)  # the batch kernel agrees
+
+
+def test_linear_chain_without_the_row_kernel() -> None:
+    """``one_row_kernel=False`` (also what a chain gets when it runs on several threads): no
+    row-major copies, a single row takes the batch kernel with the same answer."""
+    pytest.importorskip("numba")
+    from accelserve.kernels.cpu.linear import LinearChain
+
+    layers = _chain_layers()
+    chain = LinearChain(layers, one_row_kernel=False)
+    # Only C-ordered w are copied (to w.T); the F-ordered ones are used as they are.
+    assert chain.extra_bytes == sum(w.nbytes for w, _, _ in layers if not w.flags.f_contiguous)
+    x = random_array((1, 9), "float32", seed=15)
+    assert_close(chain(x), _layer_by_layer(x, layers), 1e-4, 1e-4)

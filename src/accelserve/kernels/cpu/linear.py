@@ -244,9 +244,15 @@ class LinearChain:
     A single row, when the chain runs on one thread, takes ``_chain_row_f32`` over a C-ordered
     copy of the weights instead (``extra_bytes`` counts it): with one row the dot products'
     horizontal sums cost more than streaming ``w`` once (measured on the 2-core development VM,
-    MLP 256-512-512-256 with GELU, 2.1 MB of weights: 31.0 us -> 24.6 us per row)."""
+    MLP 256-512-512-256 with GELU: benchmarks/server/bench_native_cpu.py, PERFORMANCE.md
+    ``native-cpu``). ``one_row_kernel=False`` sends single rows to the batch kernel instead
+    (that benchmark's baseline)."""
 
-    def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray | None, str | None]]):
+    def __init__(
+        self,
+        layers: Sequence[tuple[np.ndarray, np.ndarray | None, str | None]],
+        one_row_kernel: bool = True,
+    ):
         f32 = np.dtype(np.float32)
         self.k, self.n = int(layers[0][0].shape[0]), int(layers[-1][0].shape[1])
         self._layers = [(w, b, a) for w, b, a in layers]
@@ -258,11 +264,12 @@ class LinearChain:
         self._acts = np.array([ACTIVATION_CODES[a] for _, _, a in layers], dtype=np.int64)
         self._work = sum(wt.nbytes for wt in self._wts)
         self._ws: tuple[np.ndarray, ...] | None = None
-        if threads_for(self._work, _max_threads()) == 1:
+        if one_row_kernel and threads_for(self._work, _max_threads()) == 1:
             self._ws = tuple(np.ascontiguousarray(w, dtype=f32) for w, _, _ in layers)
         self.extra_bytes = sum(  # what the chain holds beyond the caller's arrays
             a.nbytes
-            for arrays in (self._wts, self._ws or ())
+            for arrays in (self._wts, self._ws)
+            if arrays is not None
             for a, (w, _, _) in zip(arrays, layers, strict=True)
             if not np.shares_memory(a, w)
         )
