@@ -3,10 +3,12 @@ window instead of sleeping in ``epoll_wait``.
 
 On a virtual machine an idle vCPU halts, and waking it (an interrupt through the hypervisor,
 then the scheduler) adds tens of microseconds to every request that finds the server asleep.
-A closed-loop client at low concurrency meets that on every request. Measured on the 2-core
-development VM at concurrency 1: `simple` over HTTP went from 8.0k to 12.3k req/s, and the
-native backend's MLP from 6.4k to 8.4k (ONNX Runtime hides the cost by spinning its own thread
-pool after each call; it stayed at ~10.3k). While the window is open a callback re-schedules
+A closed-loop client at low concurrency meets that on every request: on the 2-core development
+VM, `simple` over HTTP at concurrency 1 serves 12.2k req/s with busy polling and 8.1k without
+(benchmarks/server/bench_simple.py, both in one run; PERFORMANCE.md ``server-simple``). ONNX
+Runtime hides the cost by spinning its own thread pool after each call. The numbers below that
+are not from that benchmark come from single `accelserve bench` runs made while designing this,
+and are not recorded benchmarks. While the window is open a callback re-schedules
 itself with ``call_soon``; a loop with ready callbacks polls its sockets with a zero timeout, so
 the next request is read as soon as it arrives. The window closes ``window_us`` after the last
 response, so an idle server sleeps and uses no CPU, and a busy one never sleeps anyway.
@@ -14,10 +16,10 @@ Polling pauses while a job runs on an instance's thread (a long CPU batch, a GPU
 Python backend's worker): that job needs the cores more than the loop does, and its completion
 wakes the loop anyway. It also stands aside for a millisecond after a call into a backend whose
 own threads spin-wait (ONNX Runtime's intra-op pool): they already keep the cores awake, and a
-polling loop on top of them only competed with them and the client (measured: ONNX Runtime's
+polling loop on top of them only competed with them and the client (in those runs, ONNX Runtime's
 MLP fell from 10.8k to 9.6k req/s at concurrency 1 and 21.7k to 18.7k at 16). Only the HTTP
 server touches it: gRPC's sockets belong to grpc's own threads, which a polling loop would only
-take cores from (measured: 1.66k -> 1.32k req/s at concurrency 1). This is the event-loop form
+take cores from (in those runs, 1.66k -> 1.32k req/s at concurrency 1). This is the event-loop form
 of Linux's ``SO_BUSY_POLL``: CPU for latency at low load.
 """
 
