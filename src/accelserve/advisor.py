@@ -212,10 +212,10 @@ class Target:
 
 def inspect_model(model_dir: Path, device: Device) -> Target:
     """Read the config and complete it by loading the model once on ``device``."""
-    from accelserve.config import input_specs, parse_config
+    from accelserve.config import input_specs, parse_config, read_config, select_versions
     from accelserve.errors import ConfigError
     from accelserve.loadgen.inputs import InputSpec, ModelInfo
-    from accelserve.repository import load_backend, read_config, select_versions
+    from accelserve.repository import load_backend
 
     if not model_dir.is_dir():
         raise ConfigError(f"model directory '{model_dir}': expected a directory; it does not exist")
@@ -278,7 +278,8 @@ async def measure(
     from accelserve.dataplane import DataPlane
     from accelserve.loadgen.inprocess import InProcessTransport
     from accelserve.loadgen.runner import LoadSpec, Runner
-    from accelserve.repository import READY, ModelRepository
+    from accelserve.model import READY
+    from accelserve.repository import ModelRepository
 
     name = target.config.name
     config = apply_candidate(target.config, candidate)

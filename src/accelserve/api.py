@@ -11,18 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.config import input_specs, output_specs
-from accelserve.dataplane import prepare_inputs
+from accelserve.config import input_specs, output_specs, read_config, select_versions
 from accelserve.devices import resolve_device
 from accelserve.errors import ConfigError
-from accelserve.repository import (
-    InProcessModel,
-    ModelVersion,
-    load_backend,
-    read_config,
-    select_versions,
-)
+from accelserve.model import InProcessModel, ModelVersion
+from accelserve.repository import load_backend
 from accelserve.types import InferRequest
+from accelserve.validation import prepare_inputs
 
 
 class LocalModel(InProcessModel):

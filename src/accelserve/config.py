@@ -1,4 +1,5 @@
-"""Model configuration: parse ``config.pbtxt``, complete it from the model file, render JSON.
+"""Model configuration: read a model directory's ``config.pbtxt`` and versions, complete the
+config from the model file, render JSON.
 
 The message definitions live in ``protocol/model_config.proto`` (Triton's field names and
 numbers for the supported subset). ``text_format`` rejects any field outside that subset with
@@ -8,6 +9,7 @@ the line and column, which ``parse_config`` turns into a message naming the fiel
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -194,3 +196,42 @@ def validate_config(config: ModelConfig) -> None:
                         f"model '{config.name}': {kind} '{t.name}' dims: expected sizes >= -1; "
                         f"received {list(t.dims)}"
                     )
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    config_path = model_dir / "config.pbtxt"
+    if config_path.is_file():
+        config = parse_config(config_path.read_text(), f"{model_dir.name}/config.pbtxt")
+    else:
+        config = ModelConfig()
+    if not config.name:
+        config.name = model_dir.name
+    elif config.name != model_dir.name:
+        raise ConfigError(
+            f"{model_dir.name}/config.pbtxt name: expected '{model_dir.name}' (the directory "
+            f"name); received '{config.name}'"
+        )
+    validate_config(config)
+    return config
+
+
+def select_versions(model_dir: Path, config: ModelConfig) -> list[str]:
+    available = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    if not available:
+        raise ConfigError(f"model '{config.name}': no version directory (e.g. '1/') was found")
+    policy = config.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        chosen = available
+    elif choice == "specific":
+        missing = [v for v in policy.specific.versions if v not in available]
+        if missing:
+            raise ConfigError(
+                f"model '{config.name}' version_policy specific: versions {missing} are not in "
+                f"the repository; found {available}"
+            )
+        chosen = sorted(policy.specific.versions)
+    else:
+        count = policy.latest.num_versions if choice == "latest" else 1
+        chosen = available[-max(count, 1) :]
+    return [str(v) for v in chosen]

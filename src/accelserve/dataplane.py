@@ -10,9 +10,6 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-import numpy as np
-
-from accelserve import __version__
 from accelserve.config import config_to_json
 from accelserve.errors import (
     InvalidArgumentError,
@@ -21,8 +18,11 @@ from accelserve.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from accelserve.repository import READY, ModelRepository, ModelVersion
-from accelserve.types import InferRequest, InferResponse, TensorSpec, v2_datatype
+from accelserve.model import READY, ModelVersion
+from accelserve.repository import ModelRepository
+from accelserve.types import InferRequest, InferResponse
+from accelserve.validation import prepare_inputs
+from accelserve.version import __version__
 
 EXTENSIONS = [
     "binary_tensor_data",
@@ -152,81 +152,3 @@ def _version_stats(version: ModelVersion) -> dict[str, Any]:
     data = version.stats.as_dict()
     data["memory_usage"] = version.memory_usage()  # Triton's field: device memory per instance
     return data
-
-
-def prepare_inputs(model: ModelVersion, request: InferRequest) -> None:
-    """Check a request against the model's config and reshape inputs for the backend.
-
-    Raises ``InvalidArgumentError`` naming the model, the input and the expected and received
-    values."""
-    inputs = request.inputs
-    specs = model.inputs
-    for name in inputs:
-        if name not in specs:
-            raise InvalidArgumentError(
-                f"model '{model.name}': unexpected input '{name}'; the model's inputs are "
-                f"{', '.join(specs)}"
-            )
-    max_batch = model.config.max_batch_size
-    batch = -1
-    for spec in specs.values():
-        array = inputs.get(spec.name)
-        if array is None:
-            if spec.optional:
-                continue
-            raise InvalidArgumentError(
-                f"model '{model.name}': input '{spec.name}' is missing; expected inputs "
-                f"{', '.join(s.name for s in specs.values() if not s.optional)}"
-            )
-        datatype = v2_datatype(array.dtype)
-        if datatype != spec.datatype:
-            raise InvalidArgumentError(
-                f"model '{model.name}' input '{spec.name}' datatype: expected {spec.datatype}; "
-                f"received {datatype}"
-            )
-        shape = array.shape
-        if max_batch > 0:
-            if len(shape) != len(spec.dims) + 1 or not _fits(shape[1:], spec.dims):
-                raise InvalidArgumentError(
-                    f"model '{model.name}' input '{spec.name}' shape: expected "
-                    f"{[-1, *spec.dims]}; received {list(shape)}"
-                )
-            rows = shape[0]
-            if rows < 1 or rows > max_batch:
-                raise InvalidArgumentError(
-                    f"model '{model.name}' input '{spec.name}': batch size {rows} is outside "
-                    f"1..{max_batch} (max_batch_size)"
-                )
-            if batch not in (-1, rows):
-                raise InvalidArgumentError(
-                    f"model '{model.name}' input '{spec.name}': batch size {rows} differs from "
-                    f"the other inputs' batch size {batch}"
-                )
-            batch = rows
-        elif not _fits(shape, spec.dims):
-            raise InvalidArgumentError(
-                f"model '{model.name}' input '{spec.name}' shape: expected {list(spec.dims)}; "
-                f"received {list(shape)}"
-            )
-        if spec.reshape is not None:
-            inputs[spec.name] = _reshape(array, spec, max_batch > 0)
-    for name in request.outputs:
-        if name not in model.outputs:
-            raise InvalidArgumentError(
-                f"model '{model.name}': unknown output '{name}' requested; the model's outputs "
-                f"are {', '.join(model.outputs)}"
-            )
-
-
-def _fits(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
-    if shape == dims:
-        return True
-    if len(shape) != len(dims):
-        return False
-    return all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
-
-
-def _reshape(array: np.ndarray, spec: TensorSpec, batched: bool) -> np.ndarray:
-    assert spec.reshape is not None
-    target = (array.shape[0], *spec.reshape) if batched else spec.reshape
-    return array.reshape(target)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from accelserve.config import input_specs, output_specs
+from accelserve.config import input_specs, output_specs, select_versions
 from accelserve.errors import (
     AccelServeError,
     ConfigError,
@@ -33,13 +33,13 @@ from accelserve.errors import (
     ModelExecutionError,
     UnavailableError,
 )
-from accelserve.repository import InProcessModel
+from accelserve.model import READY, InProcessModel, ModelLookup, ModelVersion
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest, TensorSpec
+from accelserve.validation import prepare_inputs
 
 if TYPE_CHECKING:
     from accelserve.protocol.model_config_pb2 import ModelConfig
-    from accelserve.repository import ModelRepository, ModelVersion
 
 _NS = time.perf_counter_ns
 # Ensembles being loaded in this task: a step naming one of them is a cycle (it would deadlock).
@@ -256,10 +256,14 @@ class EnsembleRunner:
     """Runs one ensemble version's requests through its steps' own runners."""
 
     def __init__(
-        self, graph: Graph, repository: ModelRepository, stats: ModelStats, batched: bool
+        self,
+        graph: Graph,
+        get_model: Callable[[str, str], ModelVersion],
+        stats: ModelStats,
+        batched: bool,
     ) -> None:
         self.graph = graph
-        self.repository = repository
+        self._get_model = get_model
         self.stats = stats
         self._batched = batched
         self._stopping = False
@@ -267,8 +271,6 @@ class EnsembleRunner:
         self._idle.set()
 
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        from accelserve.dataplane import prepare_inputs
-
         start = _NS()
         if self._stopping:
             raise UnavailableError(f"model '{self.graph.name}' is stopping")
@@ -281,10 +283,10 @@ class EnsembleRunner:
             for wave in waves:
                 steps = [self.graph.steps[i] for i in wave]
                 if len(steps) == 1:
-                    results = [await self._step(steps[0], tensors, request, prepare_inputs)]
+                    results = [await self._step(steps[0], tensors, request)]
                 else:
                     results = await asyncio.gather(
-                        *(self._step(s, tensors, request, prepare_inputs) for s in steps)
+                        *(self._step(s, tensors, request) for s in steps)
                     )
                 for result in results:
                     tensors.update(result)
@@ -312,15 +314,14 @@ class EnsembleRunner:
         step: Step,
         tensors: dict[str, np.ndarray],
         request: InferRequest,
-        prepare: Callable[[Any, InferRequest], None],
     ) -> dict[str, np.ndarray]:
-        model = self.repository.get(step.model, step.version)
+        model = self._get_model(step.model, step.version)
         step_request = InferRequest(
             inputs={name: tensors[tensor] for name, tensor in step.inputs},
             id=request.id,
             timeout_us=request.timeout_us,
         )
-        prepare(model, step_request)
+        prepare_inputs(model, step_request)
         produced = await model.runner.infer(step_request)
         return _collect(self.graph.name, step, produced)
 
@@ -341,11 +342,10 @@ def _collect(name: str, step: Step, produced: dict[str, np.ndarray]) -> dict[str
 
 
 async def load_ensemble(
-    model_dir: Path, config: ModelConfig, repository: ModelRepository
+    model_dir: Path, config: ModelConfig, models: ModelLookup
 ) -> dict[str, ModelVersion]:
-    """Validate an ensemble against its (loaded) step models and build its versions."""
-    from accelserve.repository import READY, ModelVersion, select_versions
-
+    """Validate an ensemble against its step models (loaded through ``models`` first when
+    they are not yet) and build its versions."""
     graph = Graph.from_config(config)
     loading = _LOADING.get()
     token = _LOADING.set((*loading, config.name))
@@ -356,15 +356,13 @@ async def load_ensemble(
                     f"model '{config.name}': step '{step.model}' is an ensemble that contains "
                     f"'{config.name}' (a cycle)"
                 )
-            record = repository.models.get(step.model)
-            if record is None:  # not loaded yet (load order is alphabetical): load it first
-                record = await repository.load(step.model)
+            record = await models.require(step.model)  # load order is alphabetical
             if record.state != READY:
                 reason = f": {record.reason}" if record.reason else ""
                 raise ConfigError(
                     f"model '{config.name}': step model '{step.model}' is {record.state}{reason}"
                 )
-            _check_step(config, graph, step, repository.get(step.model, step.version))
+            _check_step(config, graph, step, models.get(step.model, step.version))
     except AccelServeError as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -380,7 +378,7 @@ async def load_ensemble(
             config=config,
             inputs=graph.inputs,
             outputs=graph.outputs,
-            runner=EnsembleRunner(graph, repository, stats, config.max_batch_size > 0),
+            runner=EnsembleRunner(graph, models.get, stats, config.max_batch_size > 0),
             stats=stats,
             placements=[{"step": s.model, "version": s.version or "latest"} for s in graph.steps],
         )
@@ -432,8 +430,6 @@ class LocalEnsemble(InProcessModel):
     def __init__(
         self, model_dir: Path, config: ModelConfig, open_step: Callable[[str, str], Any]
     ) -> None:
-        from accelserve.repository import ModelVersion, select_versions
-
         self.config = config
         self.graph = Graph.from_config(config)
         self.version = select_versions(model_dir, config)[-1]
@@ -455,8 +451,6 @@ class LocalEnsemble(InProcessModel):
     ) -> dict[str, np.ndarray]:
         """Run the pipeline on one batch; a list of str for a BYTES ``[1]`` input is one row
         per string."""
-        from accelserve.dataplane import prepare_inputs
-
         batched = self.config.max_batch_size > 0
         request = InferRequest(
             inputs={

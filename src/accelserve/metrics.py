@@ -49,7 +49,7 @@ from prometheus_client.utils import floatToGoString
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import UnavailableError
-from accelserve.repository import READY
+from accelserve.model import READY
 from accelserve.stats import DEFAULT_LATENCY_BUCKETS_MS, Duration, Histogram, ModelStats
 from accelserve.stats import enable_histograms as _enable_histograms
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self
-
-import numpy as np
+from typing import Any
 
 from accelserve.backends import FILE_PLATFORMS, backend_class
 from accelserve.backends.base import Backend
@@ -23,8 +20,8 @@ from accelserve.config import (
     complete_config,
     input_specs,
     output_specs,
-    parse_config,
-    validate_config,
+    read_config,
+    select_versions,
 )
 from accelserve.devices import Device, discover, parse_device, resolve_device
 from accelserve.errors import (
@@ -34,123 +31,12 @@ from accelserve.errors import (
     ModelNotFoundError,
     UnavailableError,
 )
+from accelserve.model import LOADING, READY, UNAVAILABLE, UNLOADING, ModelRecord, ModelVersion
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
-from accelserve.types import InferRequest, TensorSpec
-
-if TYPE_CHECKING:
-    from accelserve.scheduling.instances import ModelInstance
+from accelserve.types import TensorSpec
 
 log = logging.getLogger("accelserve.repository")
-
-READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
-_MEMORY_TYPES = {"cpu": "CPU", "cuda": "GPU", "tpu": "TPU"}
-
-
-class Runner(Protocol):
-    """What a loaded version executes requests with (the scheduler, or an ensemble)."""
-
-    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]: ...
-
-    async def stop(self) -> None: ...
-
-
-@dataclass
-class ModelVersion:
-    name: str
-    version: str
-    config: ModelConfig
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    runner: Runner
-    stats: ModelStats
-    placements: list[dict[str, object]] = field(default_factory=list)  # static (ensembles)
-    instances: list[ModelInstance] = field(default_factory=list)
-
-    @property
-    def platform(self) -> str:
-        return self.config.platform or self.config.backend
-
-    def placement(self) -> list[dict[str, object]]:
-        """Where each instance lives, what device memory it holds (None when its backend cannot
-        tell) and how many batches it has run: accelserve's ``instances`` key in the config."""
-        if not self.instances:
-            return self.placements
-        return [
-            {
-                "instance": i.name,
-                "device": str(i.device),
-                "memory_bytes": i.backend.memory_bytes(),
-                "execution_count": i.execution_count,
-            }
-            for i in self.instances
-        ]
-
-    def memory_usage(self) -> list[dict[str, object]]:
-        """Triton's ``memory_usage`` statistics: one entry per instance whose backend can tell."""
-        rows: list[dict[str, object]] = []
-        for instance in self.instances:
-            size = instance.backend.memory_bytes()
-            if size is not None:
-                kind = _MEMORY_TYPES[instance.device.kind]
-                rows.append({"type": kind, "id": instance.device.index, "byte_size": size})
-        return rows
-
-    @classmethod
-    def in_process(
-        cls,
-        config: ModelConfig,
-        version: str,
-        inputs: dict[str, TensorSpec],
-        outputs: dict[str, TensorSpec],
-    ) -> ModelVersion:
-        """A version without a queue: what an in-process model checks its requests against."""
-        return cls(
-            name=config.name,
-            version=version,
-            config=config,
-            inputs=inputs,
-            outputs=outputs,
-            runner=None,  # type: ignore[arg-type]  # no queue in process
-            stats=ModelStats(config.name, version),
-        )
-
-
-class InProcessModel:
-    """The metadata and context-manager side of what ``accelserve.load`` returns (a model or
-    an ensemble run in this process), from its config and its queue-less ``ModelVersion``."""
-
-    config: ModelConfig
-    _spec: ModelVersion
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def inputs(self) -> list[dict[str, Any]]:
-        return [s.as_metadata(self.config.max_batch_size) for s in self._spec.inputs.values()]
-
-    @property
-    def outputs(self) -> list[dict[str, Any]]:
-        return [s.as_metadata(self.config.max_batch_size) for s in self._spec.outputs.values()]
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@dataclass
-class ModelRecord:
-    name: str
-    state: str = UNAVAILABLE
-    reason: str = ""
-    versions: dict[str, ModelVersion] = field(default_factory=dict)
 
 
 class ModelRepository:
@@ -196,6 +82,12 @@ class ModelRepository:
                 record.reason = f"{type(exc).__name__}: {exc}"
                 log.exception("model '%s' failed to load", name)
             return record
+
+    async def require(self, name: str) -> ModelRecord:
+        """The model's record, loaded first if it has not been (a step of an ensemble that
+        sorts before the step's model)."""
+        record = self.models.get(name)
+        return record if record is not None else await self.load(name)
 
     async def unload(self, name: str) -> None:
         record = self.models.get(name)
@@ -254,45 +146,6 @@ def _looks_like_model(path: Path) -> bool:
 async def _stop_versions(record: ModelRecord) -> None:
     for version in record.versions.values():
         await version.runner.stop()
-
-
-def read_config(model_dir: Path) -> ModelConfig:
-    config_path = model_dir / "config.pbtxt"
-    if config_path.is_file():
-        config = parse_config(config_path.read_text(), f"{model_dir.name}/config.pbtxt")
-    else:
-        config = ModelConfig()
-    if not config.name:
-        config.name = model_dir.name
-    elif config.name != model_dir.name:
-        raise ConfigError(
-            f"{model_dir.name}/config.pbtxt name: expected '{model_dir.name}' (the directory "
-            f"name); received '{config.name}'"
-        )
-    validate_config(config)
-    return config
-
-
-def select_versions(model_dir: Path, config: ModelConfig) -> list[str]:
-    available = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    if not available:
-        raise ConfigError(f"model '{config.name}': no version directory (e.g. '1/') was found")
-    policy = config.version_policy
-    choice = policy.WhichOneof("policy_choice")
-    if choice == "all":
-        chosen = available
-    elif choice == "specific":
-        missing = [v for v in policy.specific.versions if v not in available]
-        if missing:
-            raise ConfigError(
-                f"model '{config.name}' version_policy specific: versions {missing} are not in "
-                f"the repository; found {available}"
-            )
-        chosen = sorted(policy.specific.versions)
-    else:
-        count = policy.latest.num_versions if choice == "latest" else 1
-        chosen = available[-max(count, 1) :]
-    return [str(v) for v in chosen]
 
 
 def platform_of(config: ModelConfig, version_dir: Path) -> str:
@@ -386,19 +239,38 @@ def plan_placements(root: str | Path, default_device: str = "auto") -> list[dict
     return rows
 
 
+VersionLoader = Callable[
+    [Path, ModelConfig, str, "ModelRepository"], Awaitable[dict[str, ModelVersion]]
+]
+
+
 async def load_versions(
     model_dir: Path, default_device: str, repository: ModelRepository
+) -> dict[str, ModelVersion]:
+    """Load the versions of one model: a platform built on other models through its row of
+    ``PLATFORMS``, any other platform as backend instances behind a scheduler."""
+    config = read_config(model_dir)
+    platform = "ensemble" if config.HasField("ensemble_scheduling") else config.platform
+    loader = PLATFORMS.get(platform, _load_backend_versions)
+    return await loader(model_dir, config, default_device, repository)
+
+
+async def _load_ensemble(
+    model_dir: Path, config: ModelConfig, default_device: str, repository: ModelRepository
+) -> dict[str, ModelVersion]:
+    from accelserve.ensemble import load_ensemble
+
+    # An ensemble has no backend: its runner calls the step models through the repository.
+    return await load_ensemble(model_dir, config, repository)
+
+
+async def _load_backend_versions(
+    model_dir: Path, config: ModelConfig, default_device: str, repository: ModelRepository
 ) -> dict[str, ModelVersion]:
     from accelserve.scheduling.instances import ModelInstance
     from accelserve.scheduling.policy import BatchingPolicy
     from accelserve.scheduling.scheduler import Scheduler
 
-    config = read_config(model_dir)
-    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
-        from accelserve.ensemble import load_ensemble
-
-        # An ensemble has no backend: its runner calls the step models through the repository.
-        return await load_ensemble(model_dir, config, repository)
     devices = instance_devices(config, default_device)
     versions: dict[str, ModelVersion] = {}
     try:
@@ -459,3 +331,8 @@ def load_backend(version_dir: Path, config: ModelConfig, device: Device) -> Back
 
 def _strip_batch(specs: list[TensorSpec]) -> list[TensorSpec]:
     return [TensorSpec(s.name, s.datatype, s.dims[1:]) for s in specs]
+
+
+# Platforms whose versions are not backend instances; every other platform (the backends'
+# own, found through ``accelserve.backends``) loads through ``_load_backend_versions``.
+PLATFORMS: dict[str, VersionLoader] = {"ensemble": _load_ensemble}

@@ -16,12 +16,11 @@ import pytest
 
 from accelserve.advisor import Candidate, Measurement, recommend
 from accelserve.cli import main
-from accelserve.config import parse_config
+from accelserve.config import parse_config, read_config
 from accelserve.devices import Device
 from accelserve.loadgen.runner import StepResult
 from accelserve.loadgen.sweep import LatencySummary
 from accelserve.protocol.model_config_pb2 import ModelInstanceGroup
-from accelserve.repository import read_config
 from tests.conftest import ROOT, copy_example
 
 QUICK = ["--duration", "0.3", "--warmup", "0.1", "--quiet"]

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from accelserve.config import config_to_json, parse_config
+from accelserve.config import config_to_json, parse_config, read_config, select_versions
 from accelserve.errors import ConfigError
-from accelserve.repository import read_config, select_versions
 
 FULL = """
 name: "m"

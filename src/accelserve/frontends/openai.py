@@ -29,7 +29,7 @@ import orjson
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, ErrorCode
-from accelserve.repository import ModelVersion
+from accelserve.model import ModelVersion
 from accelserve.types import InferRequest
 
 log = logging.getLogger("accelserve.openai")

@@ -10,9 +10,9 @@ import pytest
 from minilm_support import LONG, SENTENCES, assert_close
 
 import accelserve
+from accelserve.config import read_config
 from accelserve.ensemble import LocalEnsemble
 from accelserve.errors import InvalidArgumentError
-from accelserve.repository import read_config
 
 
 def _open(repository: Path, name: str) -> LocalEnsemble:

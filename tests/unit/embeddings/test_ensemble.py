@@ -14,7 +14,8 @@ from accelserve.config import parse_config
 from accelserve.ensemble import Graph
 from accelserve.errors import ConfigError, InvalidArgumentError
 from accelserve.examples import build_simple
-from accelserve.repository import READY, UNAVAILABLE, ModelRepository
+from accelserve.model import READY, UNAVAILABLE
+from accelserve.repository import ModelRepository
 from accelserve.types import InferRequest
 
 ROOT = Path(__file__).resolve().parents[3]
