@@ -92,7 +92,7 @@ class ServerProcess:
 
 def copy_example(name: str, destination: Path) -> Path:
     """Copy an example model's config into ``destination`` and build its files."""
-    from accelserve.examples import BUILDERS
+    from accelserve.tools.examples.build import BUILDERS
 
     target = destination / name
     target.mkdir(parents=True, exist_ok=True)

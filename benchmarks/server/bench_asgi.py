@@ -151,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    from accelserve.examples import build_simple
+    from accelserve.tools.examples.build import build_simple
 
     work = Path(tempfile.mkdtemp())
     repo = work / "models"

@@ -10,7 +10,7 @@ In process: a fresh process per backend loads it, checks its output against a fl
 reference (allclose, or the run stops) and times ``backend.infer`` at batch 1 and 16 (no
 server: the backend's own cost). Served: each repeat starts one ``accelserve serve`` per
 backend, one at a time, in an order rotated between repeats; the server must answer a fixed
-request with the reference's values before it counts as ready; ``accelserve.loadgen`` then
+request with the reference's values before it counts as ready; ``accelserve.tools.bench`` then
 drives it over V2 HTTP with binary tensors (the same seeded inputs for every backend) at each
 concurrency. Medians over repeats.
 
@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from accelserve.loadgen import BenchSettings, run_bench  # noqa: E402
-from accelserve.loadgen.runner import Progress  # noqa: E402
+from accelserve.tools.bench import BenchSettings, run_bench  # noqa: E402
+from accelserve.tools.bench.runner import Progress  # noqa: E402
 from benchmarks.server import mlp_models as mlp  # noqa: E402
 from benchmarks.server.bench_backends_report import (  # noqa: E402
     ATOL,

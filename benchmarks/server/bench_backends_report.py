@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelserve.loadgen import StepResult
-from accelserve.loadgen.sweep import percentile
+from accelserve.tools.bench import StepResult
+from accelserve.tools.bench.sweep import percentile
 from benchmarks import _report
 from benchmarks.server import mlp_models as mlp
 
@@ -213,7 +213,7 @@ In process: `backend.infer` in a loop in a fresh process per backend, no server;
 
 {in_table}
 
-Served over V2 HTTP with binary tensors by `accelserve.loadgen` (in the benchmark's process, on
+Served over V2 HTTP with binary tensors by `accelserve.tools.bench` (in the benchmark's process, on
 the same cores), the same seeded inputs for every backend, {layout}, order
 rotated between repeats; each step {args.warmup:g} s warm-up then {args.duration:g} s measured;
 medians over {args.repeats} repeats (min-max: the spread of the repeats). Avg batch and

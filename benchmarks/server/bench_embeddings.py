@@ -36,9 +36,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from accelserve.export import ExportOptions  # noqa: E402
-from accelserve.loadgen import BenchSettings, StepResult, run_bench  # noqa: E402
-from accelserve.loadgen.runner import Progress  # noqa: E402
+from accelserve.tools.bench import BenchSettings, StepResult, run_bench  # noqa: E402
+from accelserve.tools.bench.runner import Progress  # noqa: E402
+from accelserve.tools.export.sentence_transformer import ExportOptions  # noqa: E402
 from benchmarks import _report  # noqa: E402
 from benchmarks.server.peers import launch  # noqa: E402
 
@@ -73,8 +73,8 @@ def prepare_models(max_batch_tokens: int) -> dict[str, tuple[Path, ExportOptions
     import dataclasses
     import shutil
 
-    from accelserve.examples_minilm import OPTIONS, SOURCE
-    from accelserve.export import export_sentence_transformer
+    from accelserve.tools.examples.minilm import OPTIONS, SOURCE
+    from accelserve.tools.export.sentence_transformer import export_sentence_transformer
 
     default = dataclasses.replace(OPTIONS, max_batch_tokens=max_batch_tokens)
     plain = dataclasses.replace(default, max_batch_tokens=0, chunk_overhead_tokens=0)
@@ -484,7 +484,7 @@ Machine: {_report.machine()}; load average {load:.2f} at start (a shared machine
 may run beside it). Date {_report.today()}, commit {_report.commit()}; run time {elapsed:.0f} s.
 Workload: {args.concurrency} concurrent clients, each sending one sentence (6 to 40 words, uniform;
 {args.sentences} distinct sentences) per request and waiting for the answer; load generator
-`accelserve.loadgen` in the benchmark's process on the same cores; each run {args.warmup:g} s
+`accelserve.tools.bench` in the benchmark's process on the same cores; each run {args.warmup:g} s
 warm-up then {args.duration:g} s measured; medians over {args.repeats} repeats, servers started one
 at a time. Dynamic batching up to 64 sentences everywhere.
 

@@ -3,7 +3,7 @@
     bash benchmarks/server/peers/setup.sh            # once, for the Triton peer
     .venv/bin/python benchmarks/server/bench_grpc.py [--repeats 3] [--duration 5]
 
-Two phases, with `accelserve.loadgen` (gRPC, tritonclient's messages, raw tensors) driving each
+Two phases, with `accelserve.tools.bench` (gRPC, tritonclient's messages, raw tensors) driving each
 server from this process at 1, 16 and 64 concurrent streams:
 
 1. Peers, each started alone, in an order rotated between repeats: accelserve (default settings:
@@ -249,7 +249,7 @@ class Step:
 
 
 def drive(server: Running, conc: int, args: argparse.Namespace, stats: bool = True) -> Step:
-    from accelserve.loadgen import BenchSettings, run_bench
+    from accelserve.tools.bench import BenchSettings, run_bench
 
     settings = BenchSettings(
         url=f"127.0.0.1:{server.port}",
@@ -329,9 +329,9 @@ def scrape_cost(models: int = 20, seconds: float = 2.0) -> dict[str, float]:
     import httpx
 
     from accelserve.dataplane import DataPlane
-    from accelserve.examples import BUILDERS
     from accelserve.metrics import generate, start_metrics_server
     from accelserve.repository import ModelRepository
+    from accelserve.tools.examples.build import BUILDERS
 
     config = (ROOT / "examples" / "model_repository" / "simple" / "config.pbtxt").read_text()
     with tempfile.TemporaryDirectory() as tmp:
@@ -485,7 +485,7 @@ def report(
     markdown = f"""### `simple` over gRPC (issue 5)
 
 `{_report.command_line()}` on {_report.machine()}; commit {_report.commit()}, {_report.today()}.
-Load generator: `accelserve.loadgen` (grpc.aio, tritonclient's messages, raw tensors) in the
+Load generator: `accelserve.tools.bench` (grpc.aio, tritonclient's messages, raw tensors) in the
 benchmark's process, on the same cores as the server; {args.duration:g} s per step after
 {args.warmup:g} s warm-up. Peers: medians of {args.repeats} repeats, each server alone, order
 rotated. accelserve runs with its defaults (metrics on, scraped once a second).

@@ -5,7 +5,7 @@
 
 Each repeat starts every server in turn (order rotated between repeats), times its start-to-ready
 (process spawn to the first correct answer from `simple`), drives it at each concurrency with
-`accelserve.loadgen` in this process (the load generator shares the 2 cores, as in issue 2's
+`accelserve.tools.bench` in this process (the load generator shares the 2 cores, as in issue 2's
 target), reads its resident memory (process tree) and stops it: only one server runs at a time.
 Reports medians over repeats, ratios against Triton and Ray Serve measured in the same run;
 writes benchmarks/server/results.csv, a PNG, and docs/PERFORMANCE.md's `server-simple` block.
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from accelserve.loadgen import BenchSettings, StepResult, run_bench  # noqa: E402
-from accelserve.loadgen.runner import Progress  # noqa: E402
-from accelserve.loadgen.sweep import percentile  # noqa: E402
+from accelserve.tools.bench import BenchSettings, StepResult, run_bench  # noqa: E402
+from accelserve.tools.bench.runner import Progress  # noqa: E402
+from accelserve.tools.bench.sweep import percentile  # noqa: E402
 from benchmarks import _report  # noqa: E402
 from benchmarks.server.peers import launch  # noqa: E402
 from benchmarks.server.peers.launch import PEERS, PeerError, start  # noqa: E402
@@ -67,7 +67,7 @@ def _metric(r: StepResult, attr: str) -> float:
 def simple_repository() -> Path:
     """A model repository holding only the example `simple`: the example repository also holds
     the MiniLM pipeline, which accelserve would load too (start-up time, memory, threads)."""
-    from accelserve.examples import BUILDERS
+    from accelserve.tools.examples.build import BUILDERS
 
     repository = launch.PEERS_DIR / "accelserve_simple"
     shutil.rmtree(repository, ignore_errors=True)
@@ -280,7 +280,7 @@ def main() -> int:
 
 Machine: {_report.machine()}; load average {load_before:.2f} at start (a shared machine:
 other work may run beside it). Date {_report.today()}, commit {_report.commit()}.
-Load generator: `accelserve.loadgen` in the benchmark's process on the same 2 cores; each step
+Load generator: `accelserve.tools.bench` in the benchmark's process on the same 2 cores; each step
 {args.warmup:g} s warm-up then {args.duration:g} s measured; medians over {args.repeats} repeats
 (servers started one at a time, order rotated); run time {elapsed:.0f} s.
 Wire: {wire_note}.

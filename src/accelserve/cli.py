@@ -1,5 +1,5 @@
-"""The ``accelserve`` command: serve, devices, prepare-examples, and the tools other modules
-provide (each imported only when its subcommand runs)."""
+"""The ``accelserve`` command: serve, devices, and the tools of ``accelserve.tools`` (each
+imported only when its subcommand runs)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help text)
 TOOLS: dict[str, tuple[str, str]] = {
-    "bench": ("accelserve.loadgen.cli", "load-test a KServe V2 server (accelserve or Triton)"),
-    "export": ("accelserve.export", "turn a trained model into a model-repository entry"),
-    "advise": ("accelserve.advisor", "measure a model on each device and recommend a config"),
+    "bench": ("accelserve.tools.bench.cli", "load-test a KServe V2 server (accelserve or Triton)"),
+    "export": (
+        "accelserve.tools.export.sentence_transformer",
+        "turn a trained model into a model-repository entry",
+    ),
+    "advise": (
+        "accelserve.tools.advisor.advise",
+        "measure a model on each device and recommend a config",
+    ),
+    "prepare-examples": ("accelserve.tools.examples.build", "build the example models' files"),
 }
 
 
@@ -60,11 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="auto", help="default device for models without instance_group"
     )
     devices.set_defaults(handler=_devices)
-
-    prepare = commands.add_parser("prepare-examples", help="build the example models' files")
-    prepare.add_argument("repository", nargs="?", default="examples/model_repository")
-    prepare.add_argument("--force", action="store_true", help="rebuild existing files")
-    prepare.set_defaults(handler=_prepare)
 
     for name, (module, help_text) in TOOLS.items():
         sub = commands.add_parser(name, help=help_text)
@@ -157,14 +158,6 @@ def _fmt(value: Any, unit: str) -> str:
         if value >= scale:
             return f"{value / scale:.1f} {prefix}{unit}"
     return f"{value} {unit}"
-
-
-def _prepare(args: argparse.Namespace) -> int:
-    from accelserve.examples import prepare
-
-    for path in prepare(Path(args.repository), force=args.force):
-        print(f"built {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from accelserve.loadgen.bench import BenchSettings, run_bench
+from accelserve.tools.bench.bench import BenchSettings, run_bench
 from tests.conftest import ServerProcess
 
 

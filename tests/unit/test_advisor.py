@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from accelserve.advisor import Candidate, Measurement, recommend
 from accelserve.cli import main
 from accelserve.config import parse_config, read_config
 from accelserve.devices import Device
-from accelserve.loadgen.runner import StepResult
-from accelserve.loadgen.sweep import LatencySummary
 from accelserve.protocol.model_config_pb2 import ModelInstanceGroup
+from accelserve.tools.advisor.candidates import Candidate, Measurement, recommend
+from accelserve.tools.bench.runner import StepResult
+from accelserve.tools.bench.sweep import LatencySummary
 from tests.conftest import ROOT, copy_example
 
 QUICK = ["--duration", "0.3", "--warmup", "0.1", "--quiet"]

@@ -1,7 +1,7 @@
 """The minilm pipelines (kernel head and ONNX-pooled), their sentence-transformers reference and
 one server process, built once per test session.
 
-The ONNX export is cached by ``accelserve.export`` (``$ACCELSERVE_CACHE``, default
+The ONNX export is cached by ``accelserve.tools.export.sentence_transformer`` (``$ACCELSERVE_CACHE``, default
 ``~/.cache/accelserve``), so only the first session on a machine pays for it.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from minilm_support import API_KEY, LONG, SENTENCES
 
-from accelserve.examples_minilm import OPTIONS, SOURCE
-from accelserve.export import ExportOptions, export_sentence_transformer
+from accelserve.tools.examples.minilm import OPTIONS, SOURCE
+from accelserve.tools.export.sentence_transformer import ExportOptions, export_sentence_transformer
 from tests.conftest import ServerProcess
 
 

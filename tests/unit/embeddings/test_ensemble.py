@@ -13,9 +13,9 @@ import pytest
 from accelserve.config import parse_config
 from accelserve.ensemble import Graph
 from accelserve.errors import ConfigError, InvalidArgumentError
-from accelserve.examples import build_simple
 from accelserve.model import READY, UNAVAILABLE
 from accelserve.repository import ModelRepository
+from accelserve.tools.examples.build import build_simple
 from accelserve.types import InferRequest
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -12,9 +12,14 @@ import pytest
 
 from accelserve.cli import main
 from accelserve.errors import ConfigError
-from accelserve.examples import prepare
-from accelserve.examples_minilm import OPTIONS, SOURCE
-from accelserve.export import ExportOptions, entry_names, read_source, render_configs
+from accelserve.tools.examples.build import prepare
+from accelserve.tools.examples.minilm import OPTIONS, SOURCE
+from accelserve.tools.export.sentence_transformer import (
+    ExportOptions,
+    entry_names,
+    read_source,
+    render_configs,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "model_repository"

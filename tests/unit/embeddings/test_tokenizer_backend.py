@@ -13,8 +13,8 @@ from accelserve.backends.tokenizer import TokenizerBackend
 from accelserve.config import parse_config
 from accelserve.devices import Device
 from accelserve.errors import ConfigError
-from accelserve.export import build_tokenizer, read_source
 from accelserve.protocol.model_config_pb2 import ModelConfig
+from accelserve.tools.export.sentence_transformer import build_tokenizer, read_source
 
 CONFIG = """
 name: "tok"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from loadgen_toy_server import ToyServer
 
-from accelserve.loadgen import cli
+from accelserve.tools.bench import cli
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from accelserve.loadgen.inputs import (
+from accelserve.tools.bench.inputs import (
     InputSpec,
     ModelInfo,
     generate,

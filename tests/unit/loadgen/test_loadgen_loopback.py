@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from accelserve.loadgen.bench import BenchSettings, bench
-from accelserve.loadgen.httpclient import HttpConnection, HttpError, build_request
+from accelserve.tools.bench.bench import BenchSettings, bench
+from accelserve.tools.bench.httpclient import HttpConnection, HttpError, build_request
 
 FAST = {"duration_s": 0.3, "warmup_s": 0.1, "input_sets": 4}
 
@@ -97,7 +97,7 @@ def test_request_rate_is_held(toy_server_factory) -> None:
 def test_request_rate_beyond_the_server_is_capped_and_reported_late(
     toy_server_factory, monkeypatch
 ) -> None:
-    from accelserve.loadgen import runner
+    from accelserve.tools.bench import runner
 
     monkeypatch.setattr(runner, "MAX_OPEN_LOOP_CONNECTIONS", 2)
 
@@ -124,7 +124,7 @@ def test_server_without_stats_still_benchmarks(toy_server_factory) -> None:
 
 
 def test_setup_errors_are_clear(toy_server_factory) -> None:
-    from accelserve.loadgen.transport import LoadgenError
+    from accelserve.tools.bench.transport import LoadgenError
 
     async def main(**kw):
         async with toy_server_factory() as server:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from accelserve.loadgen.serverstats import delta, snapshot
+from accelserve.tools.bench.serverstats import delta, snapshot
 
 
 def _stats(success, fail, queue_ns, infer_ns, rows, execs, version="1", as_str=False):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from accelserve.loadgen.sweep import LatencySummary, parse_sweep, percentile
+from accelserve.tools.bench.sweep import LatencySummary, parse_sweep, percentile
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ OUTPUT1 = INPUT0 - INPUT1; batches up to 8. Written as a two-node ONNX graph.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,15 +62,20 @@ def build_linear(model_dir: Path) -> Path:
     )
 
 
+def _build_minilm(model_dir: Path) -> Path:
+    # torch and transformers are imported only when a minilm entry is built
+    from accelserve.tools.examples.minilm import build_minilm
+
+    return build_minilm(model_dir)
+
+
 # model directory name -> builder; a builder runs only when its model directory exists
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "simple": build_simple,
     "linear": build_linear,
-    # minilm: torch and transformers are imported only when a minilm entry is built
-    **{
-        name: lambda d: __import__("accelserve.examples_minilm", fromlist=["_"]).build_minilm(d)
-        for name in ("minilm", "minilm_tokenizer", "minilm_transformer", "minilm_head")
-    },
+    **dict.fromkeys(
+        ("minilm", "minilm_tokenizer", "minilm_transformer", "minilm_head"), _build_minilm
+    ),
 }
 
 
@@ -84,3 +90,14 @@ def prepare(repository: Path, force: bool = False) -> list[Path]:
         if force or not any(p.is_dir() and p.name.isdigit() for p in model_dir.iterdir()):
             built.append(builder(model_dir))
     return built
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repository", nargs="?", default="examples/model_repository")
+    parser.add_argument("--force", action="store_true", help="rebuild existing files")
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in prepare(Path(args.repository), force=args.force):
+        print(f"built {path}")
+    return 0

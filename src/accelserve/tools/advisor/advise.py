@@ -22,95 +22,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelserve.errors import AccelServeError
+from accelserve.tools.advisor.candidates import (
+    DEFAULT_BATCH_SIZES,
+    Candidate,
+    Measurement,
+    Target,
+    apply_candidate,
+    recommend,
+)
 
 # numpy, protobuf and the scheduler are imported in run(): `accelserve --help` stays fast.
 if TYPE_CHECKING:
     import numpy as np
 
     from accelserve.devices import Device
-    from accelserve.loadgen.inputs import ModelInfo
-    from accelserve.loadgen.runner import Progress, StepResult
-    from accelserve.protocol.model_config_pb2 import ModelConfig
-
-DEFAULT_BATCH_SIZES = (1, 8, 32)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    device: Device
-    batch_size: int  # preferred (and largest) batch the scheduler forms; 1 for a non-batching model
-    instances: int
-    request_rows: int = 1  # rows in each request (0: the model does not batch)
-
-    @property
-    def concurrency(self) -> int:
-        """Clients enough to fill every instance's batch."""
-        rows = max(1, self.request_rows)
-        return math.ceil(self.batch_size / rows) * self.instances
-
-    @property
-    def label(self) -> str:
-        return f"{self.device} batch {self.batch_size} x {self.instances} instance(s)"
-
-
-@dataclass(slots=True)
-class Measurement:
-    candidate: Candidate
-    result: StepResult | None = None
-    error: str = ""  # the candidate could not be loaded or run
-
-    @property
-    def ok(self) -> bool:
-        r = self.result
-        return not self.error and r is not None and r.failed == 0 and r.ok > 0
-
-    @property
-    def throughput(self) -> float:
-        return self.result.throughput if self.result is not None else 0.0
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.throughput * max(1, self.candidate.request_rows)
-
-    @property
-    def p50_ms(self) -> float:
-        return self.result.latency.p50 * 1e3 if self.result is not None else math.nan
-
-    @property
-    def p99_ms(self) -> float:
-        return self.result.latency.p99 * 1e3 if self.result is not None else math.nan
-
-    @property
-    def avg_batch(self) -> float:
-        server = self.result.server if self.result is not None else None
-        return server.avg_batch if server is not None else math.nan
-
-    def meets(self, p99_ms: float | None) -> bool:
-        return self.ok and (p99_ms is None or self.p99_ms <= p99_ms)
-
-
-def recommend(
-    measurements: Sequence[Measurement], p99_ms: float | None
-) -> tuple[Measurement | None, bool]:
-    """(choice, meets objective): the highest throughput among the candidates with no failure
-    and p99 within the objective; else the lowest-p99 candidate that ran, with False."""
-    meeting = [m for m in measurements if m.meets(p99_ms)]
-    if meeting:
-        return max(meeting, key=lambda m: m.throughput), True
-    ran = [m for m in measurements if m.ok]
-    if ran:
-        return min(ran, key=lambda m: m.p99_ms), False
-    return None, False
-
+    from accelserve.tools.bench.runner import Progress
 
 # -- arguments -----------------------------------------------------------------------------
 
@@ -202,20 +135,12 @@ def batch_sizes(text: str, max_batch_size: int, request_rows: int) -> list[int]:
 # -- the model and its candidate configs -------------------------------------------------
 
 
-@dataclass
-class Target:
-    model_dir: Path
-    config: ModelConfig  # completed from the model file
-    original: ModelConfig | None  # config.pbtxt as written, None when the model has none
-    info: ModelInfo
-
-
 def inspect_model(model_dir: Path, device: Device) -> Target:
     """Read the config and complete it by loading the model once on ``device``."""
     from accelserve.config import input_specs, parse_config, read_config, select_versions
     from accelserve.errors import ConfigError
-    from accelserve.loadgen.inputs import InputSpec, ModelInfo
     from accelserve.repository import load_backend
+    from accelserve.tools.bench.inputs import InputSpec, ModelInfo
 
     if not model_dir.is_dir():
         raise ConfigError(f"model directory '{model_dir}': expected a directory; it does not exist")
@@ -240,27 +165,6 @@ def inspect_model(model_dir: Path, device: Device) -> Target:
     return Target(model_dir, config, original, info)
 
 
-def apply_candidate(config: ModelConfig, candidate: Candidate) -> ModelConfig:
-    """A copy of ``config`` with the candidate's batching and instance fields; the rest kept."""
-    from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
-
-    out = ModelConfig()
-    out.CopyFrom(config)
-    if out.max_batch_size > 0:
-        out.dynamic_batching.preferred_batch_size[:] = [candidate.batch_size]
-    del out.instance_group[:]
-    group = out.instance_group.add(count=candidate.instances)
-    kind = candidate.device.kind
-    if kind == "cuda":
-        group.kind = ModelInstanceGroup.KIND_GPU
-        group.gpus.append(candidate.device.index)
-    elif kind == "cpu":
-        group.kind = ModelInstanceGroup.KIND_CPU
-    else:  # a TPU: the model places itself on the server's --device
-        group.kind = ModelInstanceGroup.KIND_MODEL
-    return out
-
-
 # -- measuring -----------------------------------------------------------------------------
 
 
@@ -276,10 +180,10 @@ async def measure(
     from google.protobuf import text_format
 
     from accelserve.dataplane import DataPlane
-    from accelserve.loadgen.inprocess import InProcessTransport
-    from accelserve.loadgen.runner import LoadSpec, Runner
     from accelserve.model import READY
     from accelserve.repository import ModelRepository
+    from accelserve.tools.bench.inprocess import InProcessTransport
+    from accelserve.tools.bench.runner import LoadSpec, Runner
 
     name = target.config.name
     config = apply_candidate(target.config, candidate)
@@ -316,7 +220,7 @@ async def advise(
     warmup_s: float,
     progress: Progress,
 ) -> list[Measurement]:
-    from accelserve.loadgen.inputs import generate, resolve_shapes
+    from accelserve.tools.bench.inputs import generate, resolve_shapes
 
     rows = max(1, candidates[0].request_rows) if candidates else 1
     full_shapes = resolve_shapes(target.info, rows, shapes)
@@ -338,7 +242,7 @@ async def advise(
 
 
 def _plan(args: argparse.Namespace) -> tuple[Target, list[Candidate], dict[str, Any]]:
-    from accelserve.loadgen.inputs import parse_shape_option
+    from accelserve.tools.bench.inputs import parse_shape_option
 
     if args.p99_ms is not None and not args.p99_ms > 0:
         raise ValueError(f"--p99-ms: expected a latency > 0 ms; received {args.p99_ms:g}")
@@ -364,8 +268,8 @@ def _plan(args: argparse.Namespace) -> tuple[Target, list[Candidate], dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelserve import advisor_report as report
-    from accelserve.loadgen.runner import Progress
+    from accelserve.tools.advisor import report
+    from accelserve.tools.bench.runner import Progress
 
     progress = Progress(None if args.quiet else sys.stderr)
     try:

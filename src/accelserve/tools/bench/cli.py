@@ -16,12 +16,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from accelserve.errors import AccelServeError
-from accelserve.loadgen.sweep import parse_sweep
+from accelserve.tools.bench.sweep import parse_sweep
 
 # Heavy modules (numpy, httptools) are imported in run(): `accelserve --help` stays fast.
 if TYPE_CHECKING:
-    from accelserve.loadgen.bench import BenchOutcome, BenchSettings
-    from accelserve.loadgen.runner import StepResult
+    from accelserve.tools.bench.bench import BenchOutcome, BenchSettings
+    from accelserve.tools.bench.runner import StepResult
 
 COUNTING = (
     "Counting: each step awaits its warm-up, snapshots /stats, then counts every request it "
@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    from accelserve.loadgen.bench import BenchSettings
-    from accelserve.loadgen.inputs import parse_shape_option
+    from accelserve.tools.bench.bench import BenchSettings
+    from accelserve.tools.bench.inputs import parse_shape_option
 
     concurrency = rates = None
     if args.request_rate is not None:
@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"accelserve bench: {exc}", file=sys.stderr)
         return 2
-    from accelserve.loadgen.bench import run_bench
-    from accelserve.loadgen.runner import Progress
+    from accelserve.tools.bench.bench import run_bench
+    from accelserve.tools.bench.runner import Progress
 
     progress = Progress(None if args.quiet else sys.stderr)
     try:
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("accelserve bench: interrupted", file=sys.stderr)
         return 130
-    from accelserve.loadgen import report
+    from accelserve.tools.bench import report
 
     print(_header(settings, outcome))
     print(report.table(outcome.steps))

@@ -19,8 +19,8 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from accelserve.loadgen.inputs import ModelInfo, tensor_bytes
-from accelserve.loadgen.transport import ERROR_TEXT_LIMIT, LoadgenError
+from accelserve.tools.bench.inputs import ModelInfo, tensor_bytes
+from accelserve.tools.bench.transport import ERROR_TEXT_LIMIT, LoadgenError
 
 _NOT_THERE = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
 

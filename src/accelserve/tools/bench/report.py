@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from accelserve.loadgen.runner import StepResult
+from accelserve.tools.bench.runner import StepResult
 
 COLUMNS = (
     "mode",

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accelserve._progress import Progress
 from accelserve.errors import ConfigError
+from accelserve.tools.progress import Progress
 
 POOLINGS = ("kernel", "onnx")
 ROLES = ("tokenizer", "transformer", "head")
@@ -312,7 +312,7 @@ def cache_dir() -> Path:
 def _cache_key(src: SentenceTransformerSource, pooling: str) -> str:
     from importlib.metadata import version
 
-    from accelserve import __version__
+    from accelserve.version import __version__
 
     versions = f"{version('torch')}|{version('transformers')}|{__version__}"
     digest = hashlib.sha256(f"{_FORMAT}|{pooling}|{OPSET}|{versions}".encode())
@@ -339,7 +339,7 @@ def build_transformer(
         with progress.step(f"copying the cached ONNX export ({key})"):
             shutil.copyfile(cached, target)
         return target
-    from accelserve._onnx_export import check_onnx, export_onnx
+    from accelserve.tools.export.torch_to_onnx import check_onnx, export_onnx
 
     with progress.step(f"exporting {src.label} to ONNX (pooling: {pooling})") as step:
         model = export_onnx(src.transformer_dir, target, pooling, OPSET)

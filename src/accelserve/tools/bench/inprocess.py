@@ -15,7 +15,7 @@ import numpy as np
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError
-from accelserve.loadgen.inputs import ModelInfo
+from accelserve.tools.bench.inputs import ModelInfo
 from accelserve.types import InferRequest
 
 ERROR_TEXT_LIMIT = 200  # keep error keys short: they are counted by text

@@ -3,7 +3,7 @@ Triton) over HTTP or gRPC and reports throughput, latency percentiles and the se
 breakdown from ``/stats``.
 
 Names are loaded on first use, so that building the ``accelserve`` command line (which imports
-``accelserve.loadgen.cli``) does not import numpy, httptools, grpc or matplotlib.
+``accelserve.tools.bench.cli``) does not import numpy, httptools, grpc or matplotlib.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from accelserve.loadgen.bench import BenchOutcome, BenchSettings, bench, run_bench
-    from accelserve.loadgen.runner import StepResult
-    from accelserve.loadgen.sweep import LatencySummary, parse_sweep, percentile
+    from accelserve.tools.bench.bench import BenchOutcome, BenchSettings, bench, run_bench
+    from accelserve.tools.bench.runner import StepResult
+    from accelserve.tools.bench.sweep import LatencySummary, parse_sweep, percentile
 
 _EXPORTS = {
     "BenchOutcome": "bench",
@@ -42,5 +42,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'accelserve.loadgen' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"accelserve.loadgen.{module}"), name)
+        raise AttributeError(f"module 'accelserve.tools.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"accelserve.tools.bench.{module}"), name)

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from accelserve.tools.advisor.candidates import Candidate, Measurement, Target, apply_candidate
+
 if TYPE_CHECKING:
-    from accelserve.advisor import Candidate, Measurement, Target
     from accelserve.protocol.model_config_pb2 import ModelConfig
 
 CSV_COLUMNS = (
@@ -127,7 +128,6 @@ def verdict(choice: Measurement, met: bool, p99_ms: float | None) -> str:
 
 def recommended_fields(config: ModelConfig, candidate: Candidate) -> ModelConfig:
     """Only the fields ``--write-config`` sets (for printing)."""
-    from accelserve.advisor import apply_candidate
     from accelserve.protocol.model_config_pb2 import ModelConfig
 
     full = apply_candidate(config, candidate)
@@ -145,7 +145,6 @@ def write_config(target: Target, candidate: Candidate) -> Path:
 
     path = target.model_dir / "config.pbtxt"
     base = target.original if target.original is not None else target.config
-    from accelserve.advisor import apply_candidate
 
     text = text_format.MessageToString(apply_candidate(base, candidate))
     if path.is_file():

@@ -17,8 +17,8 @@ from urllib.parse import quote
 import numpy as np
 
 from accelserve.errors import AccelServeError, ErrorCode
-from accelserve.loadgen.httpclient import HttpConnection, HttpError, build_request
-from accelserve.loadgen.inputs import ModelInfo, http_body
+from accelserve.tools.bench.httpclient import HttpConnection, HttpError, build_request
+from accelserve.tools.bench.inputs import ModelInfo, http_body
 
 ERROR_TEXT_LIMIT = 200  # keep error keys short: they are counted by text
 

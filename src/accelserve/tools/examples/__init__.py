@@ -1,0 +1,1 @@
+"""``accelserve prepare-examples``: build the example repository's model files."""

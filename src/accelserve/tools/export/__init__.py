@@ -1,0 +1,1 @@
+"""``accelserve export``: turn a trained model into model-repository entries."""
