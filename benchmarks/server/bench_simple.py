@@ -2,6 +2,11 @@
 
     bash benchmarks/server/peers/setup.sh            # once: peers' venvs in benchmarks/.peers/
     .venv/bin/python benchmarks/server/bench_simple.py [--repeats 3] [--duration 5]
+    .venv/bin/python benchmarks/server/bench_simple.py --peers accelserve --baseline REV
+
+``--baseline REV`` adds the peer *accelserve, baseline REV*: the same server run from REV's
+``src/`` (exported with ``git archive``) by this venv's Python, measured in the same run, with a
+``req/s vs baseline`` column.
 
 Each repeat starts every server in turn (order rotated between repeats), times its start-to-ready
 (process spawn to the first correct answer from `simple`), drives it at each concurrency with
@@ -23,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +45,12 @@ from benchmarks.server.peers import launch  # noqa: E402
 from benchmarks.server.peers.launch import PEERS, PeerError, start  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-GRPC_PEERS = ("accelserve", "accelserve-nopoll", "triton")  # the others speak HTTP only
+GRPC_PEERS = (
+    "accelserve",
+    "accelserve-nopoll",
+    "accelserve-baseline",
+    "triton",
+)  # the others speak HTTP only
 
 
 @dataclass
@@ -126,20 +137,27 @@ def _plain_ratio(a: float, b: float) -> float | str:
 
 def summarize(all_runs: dict[str, PeerRuns], args: argparse.Namespace) -> tuple[str, list[dict]]:
     triton, ray = all_runs.get("triton"), all_runs.get("ray")
+    baseline = all_runs.get("accelserve-baseline")
     header = ["server", "wire", "conc", "req/s", "p50 ms", "p99 ms", "req/s vs Triton"]
-    header += ["p99 vs Triton", "req/s vs Ray", "failed"]
+    header += ["p99 vs Triton", "req/s vs Ray", "req/s vs baseline", "failed"]
     rows, csv_rows = [], []
     for runs in all_runs.values():
         if runs.skipped and not runs.steps:
-            rows.append([runs.label, runs.wire, "-", f"skipped: {runs.skipped}"] + [""] * 6)
+            rows.append([runs.label, runs.wire, "-", f"skipped: {runs.skipped}"] + [""] * 7)
             continue
         for conc in args.concurrency:
             rps, p50, p99 = (runs.med(conc, a) for a in ("rps", "p50", "p99"))
             t_rps = triton.med(conc, "rps") if triton else math.nan
             t_p99 = triton.med(conc, "p99") if triton else math.nan
             r_rps = ray.med(conc, "rps") if ray else math.nan
+            b_rps = baseline.med(conc, "rps") if baseline else math.nan
             failed = sum(s.failed for s in runs.steps.get(conc, []))
-            ratios = [_ratio(rps, t_rps), _ratio(p99, t_p99), _ratio(rps, r_rps)]
+            ratios = [
+                _ratio(rps, t_rps),
+                _ratio(p99, t_p99),
+                _ratio(rps, r_rps),
+                _ratio(rps, b_rps),
+            ]
             rows.append(
                 [runs.label, runs.wire, conc, _fmt(rps, 0), _fmt(p50), _fmt(p99), *ratios, failed]
             )
@@ -229,6 +247,9 @@ def main() -> int:
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--block", default="", help="PERFORMANCE.md block (default per protocol)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--baseline", default="", help="git revision: also serve accelserve from its sources"
+    )
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     names = [n.strip() for n in args.peers.split(",") if n.strip()]
@@ -240,7 +261,15 @@ def main() -> int:
         if dropped:
             print(f"[bench] no gRPC in {dropped}: measured over HTTP only", file=sys.stderr)
         names = [n for n in names if n in GRPC_PEERS]
-    if {"accelserve", "accelserve-nopoll"} & set(names):
+    baseline_dir = tempfile.TemporaryDirectory(prefix="accelserve-baseline-")
+    if args.baseline:
+        short = launch.export_source(args.baseline, Path(baseline_dir.name))
+        launch.BASELINE_SRC = Path(baseline_dir.name) / "src"
+        PEERS["accelserve-baseline"] = (f"accelserve, baseline {short}", "binary")
+        names += [] if "accelserve-baseline" in names else ["accelserve-baseline"]
+    else:
+        names = [n for n in names if n != "accelserve-baseline"]
+    if {"accelserve", "accelserve-nopoll", "accelserve-baseline"} & set(names):
         launch.ACCELSERVE_REPOSITORY = simple_repository()
     load_before = os.getloadavg()[0]
     all_runs = {

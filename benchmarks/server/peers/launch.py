@@ -43,11 +43,16 @@ ACCELSERVE_REPOSITORY = Path(
     os.environ.get("ACCELSERVE_REPOSITORY", ROOT / "examples" / "model_repository")
 )
 
+# The `src/` folder the accelserve-baseline peer imports (bench_simple --baseline sets it).
+BASELINE_SRC: Path | None = None
+
 # name -> (label, HTTP wire format the load generator must use)
 PEERS: dict[str, tuple[str, str]] = {
     "accelserve": ("accelserve", "binary"),
     # the same server without busy polling: the same-run baseline for that default
     "accelserve-nopoll": ("accelserve, --busy-poll-us 0", "binary"),
+    # the same server from an earlier revision's sources (bench_simple --baseline REV)
+    "accelserve-baseline": ("accelserve, baseline", "binary"),
     "triton": ("Triton (tritonserver, python backend)", "binary"),
     "ray": ("Ray Serve (@serve.batch)", "json"),
     "litserve": ("LitServe (batching)", "json"),
@@ -180,20 +185,30 @@ def _triton_command(port: int, grpc_port: int) -> tuple[list[str], dict[str, str
     return cmd, env
 
 
-def _accelserve_command(port: int, grpc_port: int) -> list[str]:
+def export_source(rev: str, target: Path) -> str:
+    """``rev``'s ``src/`` written under ``target`` (``target / "src"``), for the
+    ``accelserve-baseline`` peer; returns ``rev``'s short hash."""
+    short = subprocess.check_output(["git", "rev-parse", "--short", rev], cwd=ROOT, text=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return short.strip()
+
+
+def _accelserve_command(
+    port: int, grpc_port: int, program: list[str] | None = None, env: dict[str, str] | None = None
+) -> list[str]:
     if not ACCELSERVE.exists():
         raise PeerError(f"{ACCELSERVE} not found")
-    cmd = [
-        str(ACCELSERVE),
-        "serve",
-        "--model-repository",
-        str(ACCELSERVE_REPOSITORY),
-    ]
+    program = program or [str(ACCELSERVE)]
+    cmd = [*program, "serve", "--model-repository", str(ACCELSERVE_REPOSITORY)]
     cmd += ["--http-port", str(port)]
     # Other ports are passed only when this accelserve knows them (defaults could collide).
     try:
         usage = subprocess.run(
-            [*cmd[:2], "--help"], capture_output=True, text=True, timeout=60
+            [*program, "serve", "--help"], capture_output=True, text=True, timeout=60, env=env
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         usage = ""
@@ -212,6 +227,12 @@ def command(name: str, port: int, grpc_port: int) -> tuple[list[str], dict[str, 
         return _accelserve_command(port, grpc_port), None
     if name == "accelserve-nopoll":
         return [*_accelserve_command(port, grpc_port), "--busy-poll-us", "0"], None
+    if name == "accelserve-baseline":
+        if BASELINE_SRC is None:
+            raise PeerError("accelserve-baseline needs the baseline's sources (--baseline REV)")
+        env = {**os.environ, "PYTHONPATH": str(BASELINE_SRC)}
+        program = [str(ACCELSERVE.parent / "python"), "-m", "accelserve.cli"]
+        return _accelserve_command(port, grpc_port, program, env), env
     python = PEERS_DIR / "py" / "bin" / "python"
     if not python.exists():
         raise PeerError(f"{python} not found: run benchmarks/server/peers/setup.sh")
