@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from accelserve.version import __version__
 
 if TYPE_CHECKING:
-    from accelserve.api import LocalModel
+    from accelserve.api import LocalEnsemble, LocalModel
 
 __all__ = ["__version__", "load", "serve"]
 
 
-def load(path: str, device: str = "cpu", version: str = "") -> LocalModel:
+def load(path: str, device: str = "cpu", version: str = "") -> LocalModel | LocalEnsemble:
     """Load the model directory ``path`` onto ``device`` (``"cpu"``, ``"cuda:0"``,
     ``"/device:GPU:0"``, ``"tpu:0"``...) and return it; ``.infer({name: array})`` runs it."""
     from accelserve.api import load as _load

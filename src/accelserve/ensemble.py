@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from accelserve.errors import (
     ModelExecutionError,
     UnavailableError,
 )
-from accelserve.model import READY, InProcessModel, ModelLookup, ModelVersion
+from accelserve.model import READY, ModelLookup, ModelVersion
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest, TensorSpec
 from accelserve.validation import prepare_inputs
@@ -323,7 +323,7 @@ class EnsembleRunner:
         )
         prepare_inputs(model, step_request)
         produced = await model.runner.infer(step_request)
-        return _collect(self.graph.name, step, produced)
+        return collect_outputs(self.graph.name, step, produced)
 
     async def stop(self) -> None:
         """Refuse new requests and wait for the accepted ones (the steps drain on their own)."""
@@ -331,7 +331,9 @@ class EnsembleRunner:
         await self._idle.wait()
 
 
-def _collect(name: str, step: Step, produced: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def collect_outputs(
+    name: str, step: Step, produced: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     try:
         return {tensor: produced[output] for output, tensor in step.outputs}
     except KeyError as exc:
@@ -419,70 +421,3 @@ def _check_step(config: ModelConfig, graph: Graph, step: Step, model: ModelVersi
             f"{where}: max_batch_size {step_mbs} is below the ensemble's max_batch_size {mbs}; "
             "expected the step to take every batch the ensemble accepts"
         )
-
-
-class LocalEnsemble(InProcessModel):
-    """An ensemble run in process (what ``accelserve.load`` returns for an ensemble directory):
-    the steps run one after another in the caller's thread, each a local model that
-    ``open_step(model_name, version)`` opens (e.g. ``accelserve.load`` on the sibling
-    directory), with the same input checks as the server."""
-
-    def __init__(
-        self, model_dir: Path, config: ModelConfig, open_step: Callable[[str, str], Any]
-    ) -> None:
-        self.config = config
-        self.graph = Graph.from_config(config)
-        self.version = select_versions(model_dir, config)[-1]
-        self._steps: dict[tuple[str, str], Any] = {}
-        try:
-            for step in self.graph.steps:
-                key = (step.model, step.version)
-                if key not in self._steps:
-                    self._steps[key] = open_step(step.model, step.version)
-        except BaseException:
-            self.close()
-            raise
-        self._spec = ModelVersion.in_process(
-            config, self.version, self.graph.inputs, self.graph.outputs
-        )
-
-    def infer(
-        self, inputs: dict[str, Any], outputs: list[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Run the pipeline on one batch; a list of str for a BYTES ``[1]`` input is one row
-        per string."""
-        batched = self.config.max_batch_size > 0
-        request = InferRequest(
-            inputs={
-                k: _local_array(v, self.graph.inputs.get(k), batched) for k, v in inputs.items()
-            },
-            outputs=list(outputs or []),
-        )
-        prepare_inputs(self._spec, request)
-        tensors = dict(request.inputs)
-        waves, wanted = self.graph.plan(frozenset(tensors), tuple(request.outputs))
-        for wave in waves:
-            for index in wave:
-                step = self.graph.steps[index]
-                model = self._steps[(step.model, step.version)]
-                produced = model.infer({name: tensors[t] for name, t in step.inputs})
-                tensors.update(_collect(self.name, step, produced))
-        return {name: tensors[name] for name in wanted}
-
-    def close(self) -> None:
-        for model in self._steps.values():
-            model.close()
-        self._steps = {}
-
-
-def _local_array(value: Any, spec: TensorSpec | None, batched: bool) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        array: np.ndarray = np.empty(len(value), dtype=object)
-        array[:] = [v.encode() for v in value]
-        rows = spec is not None and batched and spec.dims == (1,)
-        return array.reshape(-1, 1) if rows else array
-    return np.asarray(value)

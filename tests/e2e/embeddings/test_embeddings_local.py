@@ -10,8 +10,8 @@ import pytest
 from minilm_support import LONG, SENTENCES, assert_close
 
 import accelserve
+from accelserve.api import LocalEnsemble
 from accelserve.config import read_config
-from accelserve.ensemble import LocalEnsemble
 from accelserve.errors import InvalidArgumentError
 
 
@@ -62,3 +62,13 @@ def test_local_pipeline_checks_inputs(minilm_repository: Path) -> None:
     with _open(minilm_repository, "minilm") as model, pytest.raises(InvalidArgumentError) as info:
         model.infer({"text": np.array([[1.0]], dtype=np.float32)})
     assert "input 'text' datatype: expected BYTES; received FP32" in str(info.value)
+
+
+def test_load_opens_an_ensemble_directory_with_its_sibling_steps(
+    minilm_repository: Path, reference: dict
+) -> None:
+    texts = SENTENCES[:4]
+    with accelserve.load(str(minilm_repository / "minilm"), device="cpu") as model:
+        assert isinstance(model, LocalEnsemble)
+        got = model.infer({"text": texts}, outputs=["embedding"])["embedding"]
+    assert_close(got, np.stack([reference[t] for t in texts]))
