@@ -129,7 +129,7 @@ def build_jax_spread(root: Path, name: str, extra: str = "") -> Path:
 
 
 def build_native(root: Path, name: str = "native_mlp", extra: str = "") -> Path:
-    from accelserve.backends.native import write_native_model
+    from accelserve.backends.native_format import write_native_model
 
     version = _model_dir(root, name, MLP_CONFIG + extra)
     write_native_model(

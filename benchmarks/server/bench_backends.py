@@ -257,7 +257,11 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> float:
     return busy
 
 
-BASELINE_PATHS = ("src/accelserve/backends/native.py", "src/accelserve/kernels/cpu")
+BASELINE_PATHS = (
+    "src/accelserve/backends/native.py",
+    "src/accelserve/backends/native_format.py",
+    "src/accelserve/kernels/cpu",
+)
 
 
 def export_baseline(rev: str, target: Path) -> str:
@@ -270,6 +274,11 @@ def export_baseline(rev: str, target: Path) -> str:
     for path in BASELINE_PATHS:
         shutil.rmtree(target / path, ignore_errors=True)
         (target / path).unlink(missing_ok=True)
+        listed = subprocess.run(
+            ["git", "ls-tree", "--name-only", rev, path], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        if not listed.strip():
+            continue  # not in rev (a file split out later): the baseline has it nowhere else
         archive = subprocess.run(
             ["git", "archive", rev, path], cwd=ROOT, capture_output=True, check=True
         ).stdout

@@ -160,7 +160,7 @@ def write_jax(version_dir: Path, params: Params) -> None:
 
 
 def write_native(version_dir: Path, params: Params) -> None:
-    from accelserve.backends.native import write_native_model
+    from accelserve.backends.native_format import write_native_model
 
     layers, weights = [], {}
     for i, ((w, b), act) in enumerate(zip(params, ACTIVATIONS, strict=True)):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from backend_helpers import ABSENT_CUDA, ABSENT_TPU, config, needs_cuda, params, version_dir
 
-from accelserve.backends.native import NativeBackend, write_native_model
+from accelserve.backends.native import NativeBackend
+from accelserve.backends.native_format import write_native_model
 from accelserve.config import config_to_json
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError

@@ -48,7 +48,7 @@ def build_linear(model_dir: Path) -> Path:
     on whatever device its instance is placed on (``--device /device:GPU:0`` on a GPU host)."""
     import numpy as np
 
-    from accelserve.backends.native import write_native_model
+    from accelserve.backends.native_format import write_native_model
 
     return write_native_model(
         model_dir / "1",
