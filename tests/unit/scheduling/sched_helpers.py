@@ -17,12 +17,18 @@ from accelserve.types import InferRequest
 
 
 class Doubler(Backend):
-    """``y = 2 * x``. Sleeps ``delay`` seconds per batch; a negative value fails the batch; the
-    value 999 makes it return one row too few. Records each batch's first-column values."""
+    """``y = 2 * x``. A negative value fails the batch; the value 999 makes it return one row
+    too few. Records each batch's first-column values.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    A slow backend, as the test controls it: with ``gate``, each batch waits in ``infer`` until
+    the test sets the gate (``entered`` says one is waiting); ``delay`` sleeps that many seconds
+    per batch, for tests whose point is a batch taking real time (inline execution)."""
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         super().__init__()
         self.delay = delay
+        self.gate = gate
+        self.entered = threading.Event()
         self.batches: list[list[int]] = []
         self.threads: set[str] = set()
         self.unloaded_on: str | None = None
@@ -35,6 +41,9 @@ class Doubler(Backend):
         self.threads.add(threading.current_thread().name)
         column = x[:, 0] if x.ndim == 2 else x[:1]
         self.batches.append([int(v) for v in column])
+        self.entered.set()
+        if self.gate is not None and not self.gate.wait(30):
+            raise TimeoutError("the test never opened the gate")
         if self.delay:
             time.sleep(self.delay)
         if (x < 0).any():
