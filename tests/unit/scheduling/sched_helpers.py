@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import numpy as np
 
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
-from accelserve.scheduling import Scheduler
+from accelserve.scheduling import Clock, Scheduler
 from accelserve.types import InferRequest
 
 
@@ -65,5 +66,71 @@ def check(outputs: dict[str, np.ndarray], value: int, rows: int = 1) -> None:
     np.testing.assert_array_equal(outputs["y"], np.full((rows, 2), 2 * value, np.float32))
 
 
-#: ``build(policy, *backends)`` -> Scheduler (the ``build`` fixture in conftest.py)
+#: ``build(policy, *backends, clock=None)`` -> Scheduler (the ``build`` fixture in conftest.py)
 Build = Callable[..., Scheduler]
+
+
+class FakeClock:
+    """A scheduler ``Clock`` whose time moves only when the test calls :meth:`advance`; the
+    queue-delay timer and request deadlines then fire, in order, on the calling loop."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._due: list[_Due] = []  # armed timers and pending deadline callbacks
+
+    def clock(self) -> Clock:
+        return Clock(now=lambda: self.now, timer=self._timer, later=self._later)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        while True:
+            due = [d for d in self._due if d.when is not None and d.when <= self.now]
+            if not due:
+                return
+            first = min(due, key=lambda d: d.when or 0.0)
+            first.when = None
+            first.callback()
+
+    def _timer(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> _Due:
+        due = _Due(callback)
+        self._due.append(due)
+        return due
+
+    def _later(
+        self, loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], None]
+    ) -> _Due:
+        due = _Due(callback)
+        due.arm(self.now + delay)
+        self._due.append(due)
+        return due
+
+
+class _Due:
+    """A fake timer (``timers.Timer``) or deadline handle: ``callback`` at ``when``."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.when: float | None = None
+
+    def arm(self, when: float) -> None:
+        self.when = when
+
+    def cancel(self) -> None:
+        self.when = None
+
+    close = cancel
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run (and instance threads deliver their results) until ``condition()``."""
+    for _ in range(1_000_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never came true")
+
+
+async def settle() -> None:
+    """Let every callback already scheduled on the loop run (a kick, a cancellation)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
