@@ -22,10 +22,13 @@ class Doubler(Backend):
     too few. Records each batch's first-column values.
 
     A slow backend, as the test controls it: with ``gate``, each batch waits in ``infer`` until
-    the test sets the gate (``entered`` says one is waiting); ``delay`` sleeps that many seconds
-    per batch, for tests whose point is a batch taking real time (inline execution)."""
+    the test sets the gate (an Event) or releases one call (a Semaphore); ``entered`` says one
+    is waiting. ``delay`` sleeps that many seconds per batch, for tests whose point is a batch
+    taking real time (inline execution)."""
 
-    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+    def __init__(
+        self, delay: float = 0.0, gate: threading.Event | threading.Semaphore | None = None
+    ) -> None:
         super().__init__()
         self.delay = delay
         self.gate = gate
@@ -43,8 +46,13 @@ class Doubler(Backend):
         column = x[:, 0] if x.ndim == 2 else x[:1]
         self.batches.append([int(v) for v in column])
         self.entered.set()
-        if self.gate is not None and not self.gate.wait(30):
-            raise TimeoutError("the test never opened the gate")
+        gate = self.gate
+        if gate is not None:
+            opened = (
+                gate.wait(30) if isinstance(gate, threading.Event) else gate.acquire(timeout=30)
+            )
+            if not opened:
+                raise TimeoutError("the test never opened the gate")
         if self.delay:
             time.sleep(self.delay)
         if (x < 0).any():

@@ -64,14 +64,17 @@ def test_multi_row_requests_count_by_rows(build: Build) -> None:
 
 
 def test_batches_are_spread_over_idle_instances(build: Build) -> None:
-    gate = threading.Event()
-    backends = [Doubler(gate=gate), Doubler(gate=gate)]
+    calls = threading.Semaphore(0)  # one release lets one batch finish
+    backends = [Doubler(gate=calls), Doubler(gate=calls)]
     sched = build(dynamic(4), *backends)
 
     async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(16)]
         await until(lambda: all(b.entered.is_set() for b in backends))
-        gate.set()  # both instances held a batch at once: two at a time, not in a row
+        # Both instances hold a batch at once: two at a time, not in a row.
+        calls.release(2)
+        await until(lambda: sched.stats.execution_count == 2)
+        calls.release(2)
         for i, out in enumerate(await asyncio.gather(*tasks)):
             check(out, i)
 
