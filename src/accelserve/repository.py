@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accelserve.backends import FILE_PLATFORMS, backend_class
 from accelserve.backends.base import Backend
@@ -36,17 +36,29 @@ from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
 from accelserve.types import TensorSpec
 
+if TYPE_CHECKING:
+    from accelserve.scheduling.activity import CoreActivity
+
 log = logging.getLogger("accelserve.repository")
 
 
 class ModelRepository:
-    def __init__(self, root: str | Path, default_device: str = "auto") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        default_device: str = "auto",
+        activity: CoreActivity | None = None,
+    ) -> None:
+        from accelserve.scheduling.activity import CoreActivity
+
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"model repository '{root}' is not a directory")
         self.default_device = default_device
         self.models: dict[str, ModelRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Shared by every model instance; the server's busy polling reads it.
+        self.activity = CoreActivity() if activity is None else activity
 
     def scan(self) -> list[str]:
         """Names of the model directories in the repository."""
@@ -292,7 +304,10 @@ async def _load_backend_versions(
                 raise
             stats = ModelStats(config.name, version)
             names = [f"{config.name}_{i}" for i in range(len(backends))]
-            instances = [ModelInstance(n, b) for n, b in zip(names, backends, strict=True)]
+            instances = [
+                ModelInstance(n, b, activity=repository.activity)
+                for n, b in zip(names, backends, strict=True)
+            ]
             versions[version] = ModelVersion(
                 name=config.name,
                 version=version,

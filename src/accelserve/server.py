@@ -18,7 +18,7 @@ from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US, BusyPoll
 from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
 from accelserve.frontends.http_server import HttpServer
 from accelserve.repository import ModelRepository
-from accelserve.scheduling.instances import cores_busy
+from accelserve.scheduling.activity import CoreActivity
 
 log = logging.getLogger("accelserve.server")
 
@@ -43,9 +43,12 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         raise ValueError(
             f"model_control_mode: expected 'none' or 'explicit'; received {settings.model_control_mode!r}"
         )
-    busy_poll = BusyPoll(asyncio.get_running_loop(), settings.busy_poll_us, cores_busy)
+    activity = CoreActivity()  # whether model work holds the cores, for busy polling
+    busy_poll = BusyPoll(asyncio.get_running_loop(), settings.busy_poll_us, activity.busy)
     api_key = settings.api_key or os.environ.get("ACCELSERVE_API_KEY") or None
-    repository = ModelRepository(settings.model_repository, default_device=settings.device)
+    repository = ModelRepository(
+        settings.model_repository, default_device=settings.device, activity=activity
+    )
     dataplane = DataPlane(
         repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
     )

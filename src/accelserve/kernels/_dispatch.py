@@ -66,11 +66,11 @@ def resolve(op: str, where: Placement, provider: str | None = None) -> str:
 
 @functools.cache
 def _default(op: str, kind: str) -> str:
-    """The first installed provider for (op, kind); on CPU, interpreted Triton and
-    interpret-mode Pallas are for testing and run only when asked for."""
+    """The first installed provider that runs (op, kind) natively; emulated ones (interpreted
+    Triton, interpret-mode Pallas on CPU) are for testing and run only when asked for."""
     row = _registry.on_device(op, kind)
     for name in row:
-        if not (kind == "cpu" and name in ("triton", "pallas")) and _registry.installed(name):
+        if kind in _registry.BY_NAME[name].devices and _registry.installed(name):
             return name
     raise UnavailableError(f"{op}: no installed provider for {kind}; registered: {', '.join(row)}")
 
@@ -88,7 +88,8 @@ def run(
 ) -> Any:
     """Run ``op`` on the chosen provider and return the result where the inputs were."""
     name = resolve(op, where, provider)
-    supported = _registry.DTYPES[name]
+    record = _registry.BY_NAME[name]
+    supported = record.dtypes
     for arg, x in arrays.items():
         if x is None or arg == "mask":
             continue
@@ -99,10 +100,9 @@ def run(
                 f"{', '.join(sorted(supported))}"
             )
     fn = getattr(_registry.load(op, name), op)
-    family = _registry.NATIVE[name]
-    native = [None if x is None else convert(x, family) for x in arrays.values()]
+    native = [None if x is None else convert(x, record.library) for x in arrays.values()]
     extra = dict(kwargs)
-    if name == "pallas":
-        extra["interpret"] = where.kind != "tpu"
+    if record.takes_interpret:
+        extra["interpret"] = where.kind in record.emulated
     result = fn(*native, **extra)
     return restore(result, where)

@@ -11,6 +11,9 @@ import numpy as np
 
 from accelserve.errors import ModelExecutionError
 
+#: one request's (or one batch's) tensors by name
+Tensors = dict[str, np.ndarray]
+
 
 def batch_signature(inputs: Mapping[str, np.ndarray]) -> Hashable:
     """A key equal for two requests exactly when they may be concatenated along axis 0.
@@ -28,7 +31,7 @@ def request_rows(inputs: Mapping[str, np.ndarray]) -> int:
     return 1
 
 
-def merge_inputs(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def merge_inputs(requests: Sequence[Mapping[str, np.ndarray]]) -> Tensors:
     """Concatenate the requests' inputs along axis 0 (a lone request is returned uncopied)."""
     if len(requests) == 1:
         only = requests[0]
@@ -37,7 +40,7 @@ def merge_inputs(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.n
     return {name: np.concatenate([r[name] for r in requests], axis=0) for name in first}
 
 
-def split_outputs(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[dict]:
+def split_outputs(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[Tensors]:
     """Cut a batch's outputs back into one dict per request, ``rows[i]`` rows each (views).
 
     Raises ``ModelExecutionError`` when an output's first dimension is not the batch size.
@@ -57,7 +60,7 @@ def split_outputs(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> lis
             )
     if len(rows) == 1:
         return [dict(outputs)]
-    parts: list[dict] = []
+    parts: list[Tensors] = []
     start = 0
     for n in rows:
         stop = start + n

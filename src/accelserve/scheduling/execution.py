@@ -7,10 +7,8 @@ import re
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from accelserve.errors import AccelServeError, ModelExecutionError
-from accelserve.scheduling.batching import merge_inputs, split_outputs
+from accelserve.scheduling.batching import Tensors, merge_inputs, split_outputs
 from accelserve.scheduling.sequences import (
     SequenceSpec,
     cut_outputs,
@@ -25,17 +23,15 @@ _NS = time.perf_counter_ns
 _SEG = r"[^\s'\"<>|:;,()\[\]{}\\/]+"
 _ABS_PATH = re.compile(rf"(?<![\w.\\/])(?:[A-Za-z]:)?[\\/](?:{_SEG}[\\/])+({_SEG})?")
 
-Outputs = dict[str, np.ndarray]
-
 
 def execute_batch(
-    infer: Callable[[Outputs], Outputs],
-    inputs: list[Outputs],
+    infer: Callable[[Tensors], Tensors],
+    inputs: list[Tensors],
     rows: list[int],
     split: bool,
     sequence: SequenceSpec | None = None,
     lengths: list[int] | None = None,
-) -> tuple[list[Outputs], int, int, int, int]:
+) -> tuple[list[Tensors], int, int, int, int]:
     """Merge, run and split one batch on the instance's thread.
 
     Returns the per-request outputs, the start time (``perf_counter_ns``, when the requests
@@ -69,17 +65,17 @@ def execute_batch(
 
 
 def _execute_chunks(
-    infer: Callable[[Outputs], Outputs],
-    inputs: list[Outputs],
+    infer: Callable[[Tensors], Tensors],
+    inputs: list[Tensors],
     rows: list[int],
     sequence: SequenceSpec,
     lengths: list[int],
     chunks: list[list[int]],
-) -> tuple[list[Outputs], int, int, int, int]:
+) -> tuple[list[Tensors], int, int, int, int]:
     """One batch as several backend calls on requests of similar length (``plan_chunks``);
     the durations are summed over the calls."""
     start = _NS()
-    parts: list[Outputs] = [{} for _ in inputs]
+    parts: list[Tensors] = [{} for _ in inputs]
     merge_ns = infer_ns = split_ns = 0
     for chunk in chunks:
         t0 = _NS()

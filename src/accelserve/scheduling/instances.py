@@ -25,13 +25,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-import numpy as np
-
-from accelserve.backends.base import Backend
 from accelserve.devices import Device
 from accelserve.errors import UnavailableError
+from accelserve.scheduling.activity import CoreActivity
+from accelserve.scheduling.batching import Tensors
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +40,32 @@ Done = Callable[[Any, BaseException | None], None]
 #: after a job shorter than this, the next runs on the event loop's thread (CPU devices only)
 INLINE_BELOW_NS = 50_000
 _NS = time.perf_counter_ns
-#: how long after a call a backend's own spin-waiting threads are taken to hold the cores
-SPIN_AFTER_CALL_NS = 1_000_000
-# Process-wide, updated on the event loop's thread (the server runs one loop).
-_on_threads = 0  # jobs handed to any instance's thread and not yet back
-_spinner_ran_ns = -SPIN_AFTER_CALL_NS  # when a backend with ``spins_after_call`` last ran a job
 
 
-def cores_busy() -> bool:
-    """Whether model work holds the cores: a job on an instance thread, or a job of a backend
-    whose threads spin-wait after each call (``Backend.spins_after_call``) within the last
-    ``SPIN_AFTER_CALL_NS``. The HTTP server's busy polling yields to both."""
-    return _on_threads > 0 or _NS() - _spinner_ran_ns < SPIN_AFTER_CALL_NS
+class Engine(Protocol):
+    """What an instance runs: a loaded backend as scheduling sees it (``backends.base.Backend``
+    fits; scheduling never imports it)."""
+
+    @property
+    def device(self) -> Device: ...
+
+    @property
+    def inline_ok(self) -> bool:
+        """Whether a tiny call may run on the event loop's thread (not when it can block on
+        another process)."""
+        ...
+
+    @property
+    def spins_after_call(self) -> bool:
+        """Whether its own threads spin-wait after a call, keeping the cores busy."""
+        ...
+
+    def infer(self, inputs: Tensors) -> Tensors: ...
+
+    def unload(self) -> None: ...
+
+
+E = TypeVar("E", bound=Engine)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -64,12 +77,20 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_exception(exc)
 
 
-class ModelInstance:
+class ModelInstance(Generic[E]):
     """Runs jobs for one backend instance, one at a time, in FIFO order."""
 
-    def __init__(self, name: str, backend: Backend, inline_below_ns: int = INLINE_BELOW_NS) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: E,
+        inline_below_ns: int = INLINE_BELOW_NS,
+        activity: CoreActivity | None = None,
+    ) -> None:
         self.name = name
         self.backend = backend
+        # The server's (one for all its instances), or this instance's own.
+        self.activity = CoreActivity() if activity is None else activity
         # Inline execution (see the module doc): never for accelerators, nor for backends that
         # wait on another process.
         inline = backend.device.kind == "cpu" and backend.inline_ok
@@ -107,28 +128,23 @@ class ModelInstance:
             self._last_ns = end - start
             self.execution_count += 1
             if self._spins:
-                global _spinner_ran_ns
-                _spinner_ran_ns = end
+                self.activity.spun()
             loop.call_soon(done, result, exc)
             return
-        global _on_threads
         self._on_thread += 1
-        _on_threads += 1
+        self.activity.handed_off()
         self._jobs.put((job, loop, done))
 
     def _finished(self, done: Done, result: Any, exc: BaseException | None, ns: int) -> None:
         """On the loop: a job from the thread is back."""
-        global _on_threads, _spinner_ran_ns
         self._on_thread -= 1
-        _on_threads -= 1
-        if self._spins:
-            _spinner_ran_ns = _NS()
+        self.activity.came_back(self._spins)
         self._last_ns = ns
         done(result, exc)
 
-    async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(self, inputs: Tensors) -> Tensors:
         """Run ``backend.infer(inputs)`` on the worker thread."""
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         backend = self.backend
         self.submit(lambda: backend.infer(inputs), lambda r, e: _settle(future, r, e))
         return await future

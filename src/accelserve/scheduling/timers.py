@@ -7,6 +7,9 @@ request instead of ~60). On Linux the timer is a timerfd (``CLOCK_MONOTONIC``, t
 ``time.monotonic()``) that the loop watches like a socket, so the loop sleeps until the deadline.
 Elsewhere it falls back to the loop's timer with the delay rounded up to a millisecond: late by
 under a millisecond, never early and never spinning.
+
+``Clock`` bundles the time source and the timers a scheduler uses, so tests can drive a
+scheduler's queue delays and timeouts with a fake clock instead of waiting.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
@@ -50,6 +55,16 @@ def _load_libc() -> ctypes.CDLL | None:
 
 
 _libc = _load_libc()
+
+
+class Timer(Protocol):
+    """A one-shot, re-armable timer at a deadline of its clock (``PreciseTimer``'s interface)."""
+
+    def arm(self, when: float) -> None: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class PreciseTimer:
@@ -117,3 +132,29 @@ class PreciseTimer:
     def _fire_fallback(self) -> None:
         self._handle = None
         self._callback()
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+def _call_later(
+    loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], None]
+) -> Cancellable:
+    return loop.call_later(delay, callback)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Where a scheduler reads the time and sets its timers.
+
+    ``now`` is in seconds (``time.monotonic()``); ``timer(loop, callback)`` makes the queue-delay
+    timer (armed at a ``now`` deadline); ``later(loop, delay, callback)`` calls back ``delay``
+    seconds from now (a request's queue timeout: rare, so the loop's own timer).
+    """
+
+    now: Callable[[], float] = time.monotonic
+    timer: Callable[[asyncio.AbstractEventLoop, Callable[[], None]], Timer] = PreciseTimer
+    later: Callable[[asyncio.AbstractEventLoop, float, Callable[[], None]], Cancellable] = (
+        _call_later
+    )

@@ -7,7 +7,6 @@ must be set before triton is imported, and setting it here would change the rest
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,21 +14,18 @@ import numpy as np
 import pytest
 
 from accelserve import kernels
+from accelserve.kernels import _registry
 from accelserve.kernels.testing import InterpreterWorker
 
-PROVIDERS = ("cpu", "pallas", "triton")
-NEEDS = {"cpu": ("numba",), "pallas": ("jax",), "triton": ("torch", "triton")}
+# Every provider but the ground truth, which each is checked against.
+PROVIDERS = tuple(p.name for p in _registry.PROVIDERS if p.name != "reference")
 
 Runner = Callable[..., np.ndarray]
 
 
-def _missing(provider: str) -> list[str]:
-    return [p for p in NEEDS[provider] if importlib.util.find_spec(p) is None]
-
-
 @pytest.fixture(scope="session")
 def triton_worker() -> Iterator[InterpreterWorker]:
-    if _missing("triton"):
+    if _registry.missing("triton"):
         pytest.skip("torch and triton are needed for the triton provider")
     worker = InterpreterWorker()
     yield worker
@@ -38,7 +34,7 @@ def triton_worker() -> Iterator[InterpreterWorker]:
 
 @pytest.fixture(params=PROVIDERS)
 def provider(request: pytest.FixtureRequest) -> str:
-    missing = _missing(request.param)
+    missing = _registry.missing(request.param)
     if missing:
         pytest.skip(f"{request.param} needs {', '.join(missing)}")
     return str(request.param)

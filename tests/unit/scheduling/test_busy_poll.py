@@ -5,14 +5,14 @@ cores; 0 turns it off. Also ``cores_busy`` as real ModelInstances drive it."""
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 
 import numpy as np
 import pytest
 from sched_helpers import Doubler
 
 from accelserve.frontends.busy_poll import BusyPoll
-from accelserve.scheduling import ModelInstance, instances
+from accelserve.scheduling import CoreActivity, ModelInstance
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -81,28 +81,38 @@ def test_zero_window_never_polls_and_negative_is_refused() -> None:
 
 
 def test_cores_busy_follows_instance_threads_and_spinning_backends() -> None:
-    slow = Doubler(delay=0.05)
+    now_ns = [0]
+    activity = CoreActivity(spin_after_call_ns=1_000_000, clock_ns=lambda: now_ns[0])
+    gate = threading.Event()
+    slow = Doubler(gate=gate)
     spinner = Doubler()
     spinner.spins_after_call = True
-    slow_instance = ModelInstance("busy_slow", slow)
-    spin_instance = ModelInstance("busy_spin", spinner)
+    slow_instance = ModelInstance("busy_slow", slow, activity=activity)
+    spin_instance = ModelInstance("busy_spin", spinner, activity=activity)
     x = {"x": np.ones((1, 2), np.float32)}
 
     async def main() -> None:
-        time.sleep(instances.SPIN_AFTER_CALL_NS / 1e9)  # no earlier spinner still counts
-        assert not instances.cores_busy()
+        assert not activity.busy()
         job = asyncio.ensure_future(slow_instance.run(x))
-        await asyncio.sleep(0.01)
-        assert instances.cores_busy()  # a job on an instance thread
+        await asyncio.to_thread(slow.entered.wait, 30)
+        assert activity.busy()  # a job on an instance thread
+        gate.set()
         await job
-        assert not instances.cores_busy()
+        assert not activity.busy()
         await spin_instance.run(x)
-        assert instances.cores_busy()  # its pool still spins
-        await asyncio.sleep(2 * instances.SPIN_AFTER_CALL_NS / 1e9)
-        assert not instances.cores_busy()
+        assert activity.busy()  # its pool still spins
+        now_ns[0] += 2 * 1_000_000
+        assert not activity.busy()
 
     try:
         asyncio.run(main())
     finally:
         slow_instance.close()
         spin_instance.close()
+
+
+def test_each_server_has_its_own_activity() -> None:
+    """No process-wide state: another server's instances never make this one's cores busy."""
+    ours, theirs = CoreActivity(), CoreActivity()
+    theirs.handed_off()
+    assert theirs.busy() and not ours.busy()

@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 import pytest
-from sched_helpers import Doubler
+from sched_helpers import Doubler, until
 
 from accelserve.devices import Device
 from accelserve.scheduling import ModelInstance
@@ -103,13 +103,17 @@ def test_inline_errors_reach_the_caller_and_done_is_never_called_inside_submit()
 
 
 def test_a_job_waits_behind_one_still_on_the_thread() -> None:
-    backend = Doubler(delay=0.05)
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
     instance = ModelInstance("m_0", backend, inline_below_ns=10**12)  # anything may go inline
 
     async def main() -> None:
         first = asyncio.ensure_future(instance.run(_x(1)))  # the first job: on the thread
-        await asyncio.sleep(0.01)
-        await asyncio.gather(first, instance.run(_x(2)))  # submitted while the first runs
+        await until(backend.entered.is_set)
+        second = asyncio.ensure_future(instance.run(_x(2)))  # submitted while the first runs
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, second)
 
     try:
         asyncio.run(main())

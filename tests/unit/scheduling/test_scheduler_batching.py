@@ -4,11 +4,12 @@ asyncio, a real Backend subclass)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
 import pytest
-from sched_helpers import Build, Doubler, check, request
+from sched_helpers import Build, Doubler, FakeClock, check, request, settle, until
 
 from accelserve.errors import ConfigError, UnavailableError
 from accelserve.scheduling import BatchingPolicy, Scheduler
@@ -63,17 +64,21 @@ def test_multi_row_requests_count_by_rows(build: Build) -> None:
 
 
 def test_batches_are_spread_over_idle_instances(build: Build) -> None:
-    backends = [Doubler(delay=0.1), Doubler(delay=0.1)]
+    calls = threading.Semaphore(0)  # one release lets one batch finish
+    backends = [Doubler(gate=calls), Doubler(gate=calls)]
     sched = build(dynamic(4), *backends)
 
-    async def main() -> float:
-        start = time.monotonic()
-        outs = await asyncio.gather(*(sched.infer(request(i)) for i in range(16)))
-        for i, out in enumerate(outs):
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(16)]
+        await until(lambda: all(b.entered.is_set() for b in backends))
+        # Both instances hold a batch at once: two at a time, not in a row.
+        calls.release(2)
+        await until(lambda: sched.stats.execution_count == 2)
+        calls.release(2)
+        for i, out in enumerate(await asyncio.gather(*tasks)):
             check(out, i)
-        return time.monotonic() - start
 
-    assert asyncio.run(main()) < 0.35  # 4 batches two at a time, not 0.4 s in a row
+    asyncio.run(main())
     assert [len(b.batches) for b in backends] == [2, 2]
     assert all(len(batch) == 4 for b in backends for batch in b.batches)
 
@@ -96,55 +101,63 @@ def test_requests_of_different_shapes_never_share_a_batch(build: Build) -> None:
 
 def test_preferred_batch_size_runs_at_once_and_the_rest_waits_the_delay(build: Build) -> None:
     backend = Doubler()
-    sched = build(dynamic(8, preferred_batch_sizes=(2, 4), max_queue_delay_us=300_000), backend)
-    done: dict[int, float] = {}
+    fake = FakeClock()
+    policy = dynamic(8, preferred_batch_sizes=(2, 4), max_queue_delay_us=300_000)
+    sched = build(policy, backend, clock=fake.clock())
 
-    async def one(i: int, start: float) -> None:
-        check(await sched.infer(request(i)), i)
-        done[i] = time.monotonic() - start
+    async def main(n: int) -> list[asyncio.Future[dict[str, np.ndarray]]]:
+        tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(n)]
+        await until(lambda: sum(t.done() for t in tasks) >= 2)
+        await settle()
+        if n == 3:  # 2 is preferred: it ran at once; the third waits for the delay
+            assert not tasks[2].done()
+            fake.advance(0.29)
+            await settle()
+            assert not tasks[2].done()
+            fake.advance(0.02)
+        await asyncio.gather(*tasks)
+        for i, task in enumerate(tasks):
+            check(task.result(), i)
+        return tasks
 
-    async def main(n: int) -> None:
-        start = time.monotonic()
-        await asyncio.gather(*(one(i, start) for i in range(n)))
-
-    asyncio.run(main(3))  # 2 is preferred: it runs now, the third waits for the delay
+    asyncio.run(main(3))
     assert backend.batches == [[0, 1], [2]]
-    assert done[0] < 0.2 and done[1] < 0.2
-    assert done[2] >= 0.28
-    asyncio.run(main(4))  # the largest preferred size: one batch, no waiting
+    asyncio.run(main(4))  # the largest preferred size: one batch, no waiting (clock unmoved)
     assert backend.batches[2:] == [[0, 1, 2, 3]]
-    assert max(done.values()) < 0.2
 
 
 def test_queue_delay_waits_for_more_requests(build: Build) -> None:
     backend = Doubler()
-    sched = build(dynamic(8, max_queue_delay_us=200_000), backend)
+    fake = FakeClock()
+    sched = build(dynamic(8, max_queue_delay_us=200_000), backend, clock=fake.clock())
 
-    async def main() -> float:
-        start = time.monotonic()
+    async def main() -> None:
         first = asyncio.ensure_future(sched.infer(request(1)))
-        await asyncio.sleep(0.05)
-        rest = await asyncio.gather(sched.infer(request(2)), sched.infer(request(3)))
+        await settle()
+        fake.advance(0.05)
+        rest = [asyncio.ensure_future(sched.infer(request(i))) for i in (2, 3)]
+        await settle()
+        fake.advance(0.14)  # the first request's delay has not passed: still waiting
+        await settle()
+        assert not first.done() and backend.batches == []
+        fake.advance(0.02)
         check(await first, 1)
-        for out, i in zip(rest, (2, 3), strict=True):
-            check(out, i)
-        return time.monotonic() - start
+        for task, i in zip(rest, (2, 3), strict=True):
+            check(await task, i)
 
-    elapsed = asyncio.run(main())
+    asyncio.run(main())
     assert backend.batches == [[1, 2, 3]]
-    assert elapsed >= 0.19
 
 
 def test_zero_queue_delay_runs_what_is_there(build: Build) -> None:
     backend = Doubler()
-    sched = build(dynamic(8, max_queue_delay_us=0), backend)
+    fake = FakeClock()  # never advanced: the request cannot wait on a delay
+    sched = build(dynamic(8, max_queue_delay_us=0), backend, clock=fake.clock())
 
-    async def main() -> float:
-        start = time.monotonic()
+    async def main() -> None:
         check(await sched.infer(request(1)), 1)
-        return time.monotonic() - start
 
-    assert asyncio.run(main()) < 0.1
+    asyncio.run(main())
     assert backend.batches == [[1]]
 
 
@@ -164,19 +177,19 @@ def test_without_dynamic_batching_requests_run_one_per_call_in_order(build: Buil
 
 
 def test_unbatched_model_gets_whole_inputs_spread_over_instances(build: Build) -> None:
-    backends = [Doubler(delay=0.1), Doubler(delay=0.1)]
+    gate = threading.Event()
+    backends = [Doubler(gate=gate), Doubler(gate=gate)]
     sched = build(BatchingPolicy(max_batch_size=0), *backends)
 
-    async def main() -> float:
-        start = time.monotonic()
+    async def main() -> None:
         reqs = [InferRequest(inputs={"x": np.full(3, i, np.float32)}) for i in range(4)]
-        outs = await asyncio.gather(*(sched.infer(r) for r in reqs))
-        for i, out in enumerate(outs):
+        tasks = [asyncio.ensure_future(sched.infer(r)) for r in reqs]
+        await until(lambda: all(b.entered.is_set() for b in backends))
+        gate.set()  # two at a time, not four in a row
+        for i, out in enumerate(await asyncio.gather(*tasks)):
             np.testing.assert_array_equal(out["y"], np.full(3, 2 * i, np.float32))
-        return time.monotonic() - start
 
-    elapsed = asyncio.run(main())
-    assert elapsed < 0.35  # two at a time, not four in a row (0.4 s)
+    asyncio.run(main())
     assert all(len(b.batches) == 2 for b in backends)
     assert sched.stats.inference_count == sched.stats.execution_count == 4
     assert list(sched.stats.batch) == [1]
@@ -186,7 +199,8 @@ def test_unbatched_model_gets_whole_inputs_spread_over_instances(build: Build) -
 def test_preserve_ordering_across_instances_of_different_speeds(
     build: Build, preserve: bool
 ) -> None:
-    slow, fast = Doubler(delay=0.3), Doubler(delay=0.02)
+    gate = threading.Event()
+    slow, fast = Doubler(gate=gate), Doubler()
     sched = build(dynamic(1, preserve_ordering=preserve), slow, fast)
     answered: list[int] = []
 
@@ -196,8 +210,11 @@ def test_preserve_ordering_across_instances_of_different_speeds(
 
     async def main() -> None:
         first = asyncio.ensure_future(one(1))
-        await asyncio.sleep(0.02)
-        await asyncio.gather(first, one(2))
+        await until(slow.entered.is_set)
+        second = asyncio.ensure_future(one(2))
+        await until(lambda: sched.stats.execution_count == 1)  # 2 is back from its instance
+        gate.set()
+        await asyncio.gather(first, second)
 
     asyncio.run(main())
     assert (slow.batches, fast.batches) == ([[1]], [[2]])  # 2 finished first
@@ -210,23 +227,26 @@ def test_preserve_ordering_across_instances_of_different_speeds(
     ids=["dynamic", "default"],
 )
 def test_stop_runs_every_accepted_request_then_closes(build: Build, policy: BatchingPolicy) -> None:
-    backend = Doubler(delay=0.05)
-    sched = build(policy, backend)
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
+    fake = FakeClock()  # never advanced: stop does not wait for the 5 s queue delay
+    sched = build(policy, backend, clock=fake.clock())
 
-    async def main() -> float:
-        start = time.monotonic()
+    async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(5)]
-        await asyncio.sleep(0.01)
-        await sched.stop()
+        await until(backend.entered.is_set)
+        stopping = asyncio.ensure_future(sched.stop())
+        await settle()
+        gate.set()
+        await stopping
         assert all(t.done() for t in tasks)
         for i, t in enumerate(tasks):
             check(t.result(), i)
         with pytest.raises(UnavailableError, match="model 'm' is stopping"):
             await sched.infer(request(9))
         await sched.stop()  # idempotent
-        return time.monotonic() - start
 
-    assert asyncio.run(main()) < 1.0  # did not wait for the 5 s queue delay
+    asyncio.run(main())
     assert sched.stats.inference_count == 5
     assert sched.pending == 0
     assert backend.unloaded_on == "accelserve-m_0"
@@ -234,18 +254,18 @@ def test_stop_runs_every_accepted_request_then_closes(build: Build, policy: Batc
 
 def test_stop_runs_a_batch_waiting_on_its_queue_delay_at_once(build: Build) -> None:
     backend = Doubler()
-    sched = build(dynamic(8, max_queue_delay_us=5_000_000), backend)
+    fake = FakeClock()  # never advanced: only stop can start the batch
+    sched = build(dynamic(8, max_queue_delay_us=5_000_000), backend, clock=fake.clock())
 
-    async def main() -> float:
+    async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(3)]
-        await asyncio.sleep(0.02)  # waiting for more requests; the instance is idle
-        start = time.monotonic()
+        await settle()  # waiting for more requests; the instance is idle
+        assert backend.batches == []
         await sched.stop()
         for i, t in enumerate(tasks):
             check(t.result(), i)
-        return time.monotonic() - start
 
-    assert asyncio.run(main()) < 1.0
+    asyncio.run(main())
     assert backend.batches == [[0, 1, 2]]
 
 

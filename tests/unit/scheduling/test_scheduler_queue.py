@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 
 import pytest
-from sched_helpers import Build, Doubler, check, request
+from sched_helpers import Build, Doubler, FakeClock, check, request, settle, until
 
 from accelserve.errors import (
     InvalidArgumentError,
@@ -22,18 +22,18 @@ def dynamic(max_batch_size: int = 8, **kwargs: object) -> BatchingPolicy:
 
 
 def test_full_queue_rejects_at_once(build: Build) -> None:
-    backend = Doubler(delay=0.2)
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
     sched = build(dynamic(1, default_queue_policy=QueuePolicy(max_queue_size=2)), backend)
 
     async def main() -> None:
         running = asyncio.ensure_future(sched.infer(request(0)))
-        await asyncio.sleep(0.05)  # 0 is on the instance; the queue is empty again
+        await until(backend.entered.is_set)  # 0 is on the instance; the queue is empty again
         queued = [asyncio.ensure_future(sched.infer(request(i))) for i in (1, 2)]
-        await asyncio.sleep(0)
-        start = time.monotonic()
-        with pytest.raises(QueueFullError) as info:
+        await settle()
+        with pytest.raises(QueueFullError) as info:  # at once: the instance is still held
             await sched.infer(request(3))
-        assert time.monotonic() - start < 0.05
+        gate.set()
         message = str(info.value)
         assert "Exceeds maximum queue size" in message
         assert "model 'm'" in message and "max_queue_size 2" in message
@@ -52,16 +52,19 @@ def test_queue_size_limit_is_per_priority_level(build: Build) -> None:
         default_priority_level=2,
         priority_queue_policies={1: QueuePolicy(max_queue_size=1)},
     )
-    sched = build(policy, Doubler(delay=0.1))
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
+    sched = build(policy, backend)
 
     async def main() -> None:
         running = asyncio.ensure_future(sched.infer(request(0)))
-        await asyncio.sleep(0.03)
+        await until(backend.entered.is_set)
         high = asyncio.ensure_future(sched.infer(request(1, priority=1)))
-        await asyncio.sleep(0)
+        await settle()
         with pytest.raises(QueueFullError, match="priority level 1"):
             await sched.infer(request(2, priority=1))
         low = [sched.infer(request(i)) for i in (3, 4)]  # level 2 has no limit
+        gate.set()
         await asyncio.gather(running, high, *low)
 
     asyncio.run(main())
@@ -69,16 +72,23 @@ def test_queue_size_limit_is_per_priority_level(build: Build) -> None:
 
 def test_expired_request_is_rejected_while_the_instance_is_busy(build: Build) -> None:
     policy = dynamic(1, default_queue_policy=QueuePolicy(default_timeout_us=50_000))
-    sched = build(policy, Doubler(delay=0.4))
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
+    fake = FakeClock()
+    sched = build(policy, backend, clock=fake.clock())
 
     async def main() -> None:
         running = asyncio.ensure_future(sched.infer(request(0)))
-        await asyncio.sleep(0.01)
-        start = time.monotonic()
+        await until(backend.entered.is_set)
+        late = asyncio.ensure_future(sched.infer(request(1)))
+        await settle()
+        fake.advance(0.045)
+        await settle()
+        assert not late.done()  # not before its timeout
+        fake.advance(0.01)  # by its timer, while the instance is still held
         with pytest.raises(QueueTimeoutError) as info:
-            await sched.infer(request(1))
-        waited = time.monotonic() - start
-        assert 0.045 <= waited < 0.3  # by its timer, long before the instance frees up
+            await late
+        gate.set()
         assert "Request timeout expired" in str(info.value)
         assert "model 'm'" in str(info.value) and "50000 us" in str(info.value)
         check(await running, 0)
@@ -90,15 +100,20 @@ def test_expired_request_is_rejected_while_the_instance_is_busy(build: Build) ->
 
 def test_delayed_request_goes_behind_requests_that_did_not_expire(build: Build) -> None:
     queue_policy = QueuePolicy(timeout_action="DELAY", allow_timeout_override=True)
-    backend = Doubler(delay=0.15)
-    sched = build(dynamic(1, default_queue_policy=queue_policy), backend)
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
+    fake = FakeClock()
+    sched = build(dynamic(1, default_queue_policy=queue_policy), backend, clock=fake.clock())
 
     async def main() -> None:
         running = asyncio.ensure_future(sched.infer(request(0)))
-        await asyncio.sleep(0.01)
+        await until(backend.entered.is_set)
         late = asyncio.ensure_future(sched.infer(request(1, timeout_us=20_000)))
-        await asyncio.sleep(0.05)  # 1 has expired by now
+        await settle()
+        fake.advance(0.05)  # 1 has expired by now
         fresh = asyncio.ensure_future(sched.infer(request(2)))
+        await settle()
+        gate.set()
         for i, task in enumerate((running, late, fresh)):
             check(await task, i)
 
@@ -109,18 +124,21 @@ def test_delayed_request_goes_behind_requests_that_did_not_expire(build: Build) 
 
 def test_higher_priority_requests_are_batched_first(build: Build) -> None:
     policy = dynamic(2, priority_levels=2, default_priority_level=2)
-    backend = Doubler(delay=0.1)
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
     sched = build(policy, backend)
 
     async def main() -> None:
         first = asyncio.ensure_future(sched.infer(request(0)))
-        await asyncio.sleep(0.03)
+        await until(backend.entered.is_set)
         rest = [
-            sched.infer(request(1)),
-            sched.infer(request(2, priority=2)),
-            sched.infer(request(3, priority=1)),
-            sched.infer(request(4, priority=1)),
+            asyncio.ensure_future(sched.infer(request(1))),
+            asyncio.ensure_future(sched.infer(request(2, priority=2))),
+            asyncio.ensure_future(sched.infer(request(3, priority=1))),
+            asyncio.ensure_future(sched.infer(request(4, priority=1))),
         ]
+        await settle()
+        gate.set()
         for i, out in enumerate(await asyncio.gather(first, *rest)):
             check(out, i)
 
@@ -157,7 +175,7 @@ def test_priority_out_of_range_is_an_invalid_argument(
 
 
 def test_backend_failure_fails_only_its_batch(build: Build) -> None:
-    backend = Doubler(delay=0.05)
+    backend = Doubler()
     sched = build(dynamic(4), backend)
 
     async def main() -> list[object]:
@@ -198,17 +216,19 @@ def test_output_that_cannot_be_split_is_an_execution_error(build: Build) -> None
 def test_cancelled_caller_in_the_queue_leaves_the_batch(build: Build) -> None:
     backend = Doubler()
     queue_policy = QueuePolicy(max_queue_size=3)
-    sched = build(
-        dynamic(8, max_queue_delay_us=100_000, default_queue_policy=queue_policy), backend
-    )
+    fake = FakeClock()
+    policy = dynamic(8, max_queue_delay_us=100_000, default_queue_policy=queue_policy)
+    sched = build(policy, backend, clock=fake.clock())
 
     async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(3)]
-        await asyncio.sleep(0.02)  # the three wait for the queue delay
+        await settle()  # the three wait for the queue delay
         tasks[1].cancel()
         await asyncio.sleep(0)
         assert sched.pending == 2
         tasks.append(asyncio.ensure_future(sched.infer(request(3))))  # its place is free
+        await settle()
+        fake.advance(0.2)
         for i in (0, 2, 3):
             check(await tasks[i], i)
         assert tasks[1].cancelled()
@@ -220,13 +240,16 @@ def test_cancelled_caller_in_the_queue_leaves_the_batch(build: Build) -> None:
 
 
 def test_cancelled_caller_while_running_does_not_break_the_batch(build: Build) -> None:
-    backend = Doubler(delay=0.1)
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
     sched = build(dynamic(4, preserve_ordering=True), backend)
 
     async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(3)]
-        await asyncio.sleep(0.03)  # the batch is running
+        await until(backend.entered.is_set)  # the batch is running
         tasks[0].cancel()
+        await settle()
+        gate.set()
         check(await tasks[1], 1)
         check(await tasks[2], 2)
 
@@ -243,15 +266,21 @@ def test_rejected_request_does_not_hold_back_ordered_answers(build: Build) -> No
         preserve_ordering=True,
         default_queue_policy=QueuePolicy(default_timeout_us=30_000, allow_timeout_override=True),
     )
-    sched = build(policy, Doubler(delay=0.1), Doubler(delay=0.1))
+    gate = threading.Event()
+    backends = (Doubler(gate=gate), Doubler(gate=gate))
+    fake = FakeClock()
+    sched = build(policy, *backends, clock=fake.clock())
 
     async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(2)]
-        await asyncio.sleep(0.01)  # both instances busy
+        await until(lambda: all(b.entered.is_set() for b in backends))  # both instances busy
         doomed = asyncio.ensure_future(sched.infer(request(2, timeout_us=10_000)))
+        await settle()
+        fake.advance(0.02)
         with pytest.raises(QueueTimeoutError):
             await doomed
         assert not any(t.done() for t in tasks)  # answered promptly, out of band
+        gate.set()
         for i, task in enumerate(tasks):
             check(await task, i)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sched_helpers import Build
+from sched_helpers import Build, settle
 
 from accelserve.backends.base import Backend
 from accelserve.config import parse_config
@@ -250,9 +250,9 @@ def test_token_budget_groups_similar_lengths(build: Build) -> None:
 
     async def main() -> None:
         first = asyncio.ensure_future(sched.infer(_request([9])))  # occupies the instance
-        await asyncio.sleep(0.05)
+        await settle()
         rest = [asyncio.ensure_future(sched.infer(_request([7] * n))) for n in lengths]
-        await asyncio.sleep(0.05)
+        await settle()  # queued behind it
         gate.set()
         await asyncio.gather(first, *rest)
 
@@ -273,11 +273,11 @@ def test_a_batch_of_mixed_lengths_runs_as_calls_of_similar_length(build: Build) 
 
     async def main() -> list[dict[str, np.ndarray]]:
         first = asyncio.ensure_future(sched.infer(_request([9])))  # occupies the instance
-        await asyncio.sleep(0.05)
+        await settle()
         rest = [
             asyncio.ensure_future(sched.infer(_request(list(range(1, n + 1))))) for n in lengths
         ]
-        await asyncio.sleep(0.05)
+        await settle()  # queued behind it
         gate.set()
         await first
         return await asyncio.gather(*rest)
