@@ -27,6 +27,7 @@ from accelserve.backends.base import Backend
 from accelserve.config import count_parameter
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec
 
 _ONNX_TO_V2 = {
@@ -54,7 +55,7 @@ class OnnxRuntimeBackend(Backend):
         super().__init__()
         self._weights: _SharedWeights | None = None  # held until unload (after the last run)
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         path = self.model_file(version_dir, config)
         filename = path.name
         params = {k: v.string_value for k, v in config.parameters.items()}
