@@ -2,7 +2,10 @@
 
 ``parse_device`` turns any accepted spelling into a ``Device``; ``resolve_device`` also checks
 that the device exists on this host and otherwise raises a ``DeviceError`` that lists what does.
-Discovery uses torch or nvidia-ml-py for CUDA and jax for TPUs, each only if installed.
+Discovery imports no framework to find GPUs: it asks NVML (nvidia-ml-py, if installed) or reads
+the driver's ``/proc/driver/nvidia/gpus``, and numbers the GPUs that ``CUDA_VISIBLE_DEVICES``
+leaves visible ``cuda:0``, ``cuda:1``... as CUDA does. TPUs are asked of jax, only on a host
+with libtpu.
 
 Host devices: ``cpu:N`` is the N-th host device as XLA numbers them. Normally there is one,
 ``cpu:0``; under ``XLA_FLAGS=--xla_force_host_platform_device_count=K`` there are K (``cpu:0`` ..
@@ -17,6 +20,8 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from accelserve.errors import DeviceError
 
@@ -175,34 +180,125 @@ _GPU_PEAKS: dict[str, tuple[float, float]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class DriverGpu:
+    """One GPU as the driver lists it (every GPU of the node, whatever CUDA_VISIBLE_DEVICES says)."""
+
+    uuid: str  # "GPU-8932f937-..."
+    name: str
+    memory_bytes: int | None = None
+
+
 def _cuda_infos() -> list[DeviceInfo]:
     if os.environ.get("ACCELSERVE_DISABLE_CUDA"):
         return []
-    names_and_memory: list[tuple[str, int]] = []
-    try:
-        import pynvml  # nvidia-ml-py
-
-        pynvml.nvmlInit()
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            names_and_memory.append((name, int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)))
-    except Exception:  # no driver, no library: fall back to torch
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                for i in range(torch.cuda.device_count()):
-                    props = torch.cuda.get_device_properties(i)
-                    names_and_memory.append((props.name, int(props.total_memory)))
-        except ImportError:
-            pass
+    gpus = _driver_gpus()
+    ordinals = visible_gpu_ordinals(os.environ.get("CUDA_VISIBLE_DEVICES"), [g.uuid for g in gpus])
     infos = []
-    for i, (name, memory) in enumerate(names_and_memory):
-        peak = next((v for k, v in _GPU_PEAKS.items() if k in name), (None, None))
-        infos.append(DeviceInfo(Device("cuda", i), name, memory, peak[0], peak[1]))
+    for i, ordinal in enumerate(ordinals):
+        gpu = gpus[ordinal]
+        peak = next((v for k, v in _GPU_PEAKS.items() if k in gpu.name), (None, None))
+        infos.append(DeviceInfo(Device("cuda", i), gpu.name, gpu.memory_bytes, peak[0], peak[1]))
     return infos
+
+
+def visible_gpu_ordinals(visible: str | None, uuids: Sequence[str]) -> list[int]:
+    """The driver's ordinals of the GPUs a CUDA process sees, in its ``cuda:N`` order.
+
+    ``visible`` is ``CUDA_VISIBLE_DEVICES`` (None when unset: every GPU) read as CUDA reads it:
+    comma-separated indices or ``GPU-<uuid>`` (unique prefixes too); the list ends at the first
+    entry that names no GPU, so "" means none; a repeated GPU makes CUDA see none at all. MIG
+    instances (``MIG-...``) are not listed. ``uuids`` are the driver's GPUs in its own order
+    (PCI bus order, CUDA's too unless ``CUDA_DEVICE_ORDER`` says otherwise).
+    """
+    if visible is None:
+        return list(range(len(uuids)))
+    chosen: list[int] = []
+    for entry in visible.split(","):
+        ordinal = _gpu_ordinal(entry.strip(), uuids)
+        if ordinal is None:
+            break
+        if ordinal in chosen:
+            return []
+        chosen.append(ordinal)
+    return chosen
+
+
+def _gpu_ordinal(entry: str, uuids: Sequence[str]) -> int | None:
+    if entry.startswith("GPU-"):
+        matches = [i for i, uuid in enumerate(uuids) if uuid.startswith(entry)]
+        return matches[0] if len(matches) == 1 else None  # an ambiguous prefix names none
+    digits = re.match(r"\d+", entry)  # CUDA parses like strtoul: "1x" is 1
+    if digits is None or int(digits.group()) >= len(uuids):
+        return None
+    return int(digits.group())
+
+
+@functools.cache
+def nvml() -> Any:
+    """The ``pynvml`` module, initialised, when nvidia-ml-py is installed and finds a driver;
+    else None. Imported here and only here, on first use."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no driver or no GPU here
+        return None
+    return pynvml
+
+
+def visible_nvml_handles() -> list[tuple[str, Any]]:
+    """(uuid, NVML handle) of each GPU this process sees, in ``cuda:N`` order; [] without NVML."""
+    lib = nvml()
+    if lib is None:
+        return []
+    listed = _nvml_handles(lib)
+    ordinals = visible_gpu_ordinals(os.environ.get("CUDA_VISIBLE_DEVICES"), [u for u, _ in listed])
+    return [listed[i] for i in ordinals]
+
+
+def _nvml_handles(lib: Any) -> list[tuple[str, Any]]:
+    handles = [lib.nvmlDeviceGetHandleByIndex(i) for i in range(lib.nvmlDeviceGetCount())]
+    return [(_text(lib.nvmlDeviceGetUUID(h)), h) for h in handles]
+
+
+def _driver_gpus() -> list[DriverGpu]:
+    lib = nvml()
+    if lib is None:
+        return proc_gpus()
+    try:
+        return [
+            DriverGpu(
+                uuid,
+                _text(lib.nvmlDeviceGetName(handle)),
+                int(lib.nvmlDeviceGetMemoryInfo(handle).total),
+            )
+            for uuid, handle in _nvml_handles(lib)
+        ]
+    except lib.NVMLError:  # a driver NVML cannot query: its files still list the GPUs
+        return proc_gpus()
+
+
+def proc_gpus(root: Path = Path("/proc/driver/nvidia/gpus")) -> list[DriverGpu]:
+    """The GPUs the NVIDIA kernel driver lists (one folder per PCI bus id, in bus order, as NVML
+    numbers them); the driver does not say their memory. [] without the driver."""
+    gpus = []
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        try:
+            lines = (folder / "information").read_text().splitlines()
+        except OSError:
+            continue
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        uuid, name = fields.get("GPU UUID", ""), fields.get("Model", "")
+        if uuid:
+            gpus.append(DriverGpu(uuid, name or "NVIDIA GPU"))
+    return gpus
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _tpu_infos() -> list[DeviceInfo]:

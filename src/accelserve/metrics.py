@@ -48,6 +48,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from accelserve.dataplane import DataPlane
+from accelserve.devices import nvml, visible_nvml_handles
 from accelserve.errors import UnavailableError
 from accelserve.model import READY
 from accelserve.stats import DEFAULT_LATENCY_BUCKETS_MS, Duration, Histogram, ModelStats
@@ -182,14 +183,9 @@ class DeviceCollector(Collector):
 
     def __init__(self) -> None:
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
-        self._nvml: Any = _init_nvml()
-        self._gpus: list[tuple[str, Any]] = []
-        if self._nvml is not None:
-            nvml = self._nvml
-            for index in range(nvml.nvmlDeviceGetCount()):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                uuid = nvml.nvmlDeviceGetUUID(handle)
-                self._gpus.append((uuid.decode() if isinstance(uuid, bytes) else uuid, handle))
+        self._nvml: Any = nvml()
+        # the GPUs CUDA_VISIBLE_DEVICES leaves this server, not every GPU of the node
+        self._gpus: list[tuple[str, Any]] = visible_nvml_handles()
 
     def collect(self) -> Iterator[Metric]:
         utilization = GaugeMetricFamily(
@@ -236,18 +232,6 @@ _GPU_READINGS: tuple[tuple[str, Callable[[Any, Any], float]], ...] = (
     ("used", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).used),
     ("power", lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0),  # mW -> W
 )
-
-
-def _init_nvml() -> Any:
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:  # no driver or no GPU here
-        return None
-    return pynvml
 
 
 # ------------------------------------------------------------------------------ exposition

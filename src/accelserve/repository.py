@@ -70,7 +70,8 @@ class ModelRepository:
 
     async def load_all(self) -> None:
         for name in self.scan():
-            await self.load(name)
+            if name not in self.models:  # an ensemble loaded it as a step: once is enough
+                await self.load(name)
 
     async def load(self, name: str) -> ModelRecord:
         """(Re)load a model; failures are recorded on the record, not raised."""

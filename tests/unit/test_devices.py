@@ -1,8 +1,26 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
-from accelserve.devices import Device, discover, host_device_count, parse_device, resolve_device
+from accelserve import devices
+from accelserve.devices import (
+    Device,
+    DeviceInfo,
+    DriverGpu,
+    discover,
+    host_device_count,
+    parse_device,
+    proc_gpus,
+    resolve_device,
+    visible_gpu_ordinals,
+    visible_nvml_handles,
+)
 from accelserve.errors import DeviceError
 
 
@@ -81,3 +99,152 @@ def test_virtual_host_devices_from_the_xla_flag(monkeypatch: pytest.MonkeyPatch)
 def test_the_last_xla_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XLA_FLAGS", f"{HOST_FLAG}=8 {HOST_FLAG}=2")
     assert host_device_count() == 2
+
+
+# ------------------------------------------------------------------------------ GPUs, CUDA_VISIBLE_DEVICES
+
+UUIDS = ["GPU-aaaa-0000", "GPU-bbbb-1111", "GPU-bbcc-2222", "GPU-dddd-3333"]
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        (None, [0, 1, 2, 3]),  # unset: every GPU
+        ("", []),  # set but empty: none, as CUDA
+        ("2", [2]),
+        ("3,0", [3, 0]),  # the order given is the cuda:N order
+        (" 1 , 2 ", [1, 2]),
+        ("0,7,1", [0]),  # the list ends at the first GPU that does not exist
+        ("0,x,1", [0]),
+        ("-1", []),
+        ("1x,0", [1, 0]),  # read like strtoul
+        ("1,1", []),  # a repeated GPU: none at all
+        ("GPU-dddd-3333", [3]),
+        ("GPU-dd,GPU-aa", [3, 0]),  # unique uuid prefixes
+        ("GPU-bb,0", []),  # an ambiguous prefix names no GPU
+        ("GPU-bbbb-1111,GPU-bbbb", []),  # the same GPU twice
+        ("GPU-aaaa-0000,2", [0, 2]),
+        ("MIG-1234", []),  # MIG instances are not listed
+    ],
+)
+def test_visible_gpu_ordinals(visible: str | None, expected: list[int]) -> None:
+    assert visible_gpu_ordinals(visible, UUIDS) == expected
+
+
+class FakeNvml:
+    """nvidia-ml-py's calls that discovery makes, over a fixed listing of the node's GPUs."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, gpus: list[tuple[str, str, int]]) -> None:
+        self.gpus = gpus
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> bytes:
+        return self.gpus[handle][0].encode()  # older nvidia-ml-py returns bytes
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return self.gpus[handle][1]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(total=self.gpus[handle][2])
+
+
+NODE = [
+    ("GPU-aaaa-0000", "NVIDIA H100 80GB HBM3", 80 << 30),
+    ("GPU-bbbb-1111", "NVIDIA H100 80GB HBM3", 80 << 30),
+    ("GPU-cccc-2222", "NVIDIA L4", 24 << 30),
+]
+
+
+@pytest.fixture
+def fresh_discovery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("ACCELSERVE_DISABLE_CUDA", raising=False)
+    monkeypatch.setattr(devices, "_tpu_infos", list)
+    devices._accelerator_infos.cache_clear()
+    yield
+    devices._accelerator_infos.cache_clear()
+
+
+def cuda_devices() -> list[DeviceInfo]:
+    return [info for info in discover() if info.device.kind == "cuda"]
+
+
+@pytest.mark.usefixtures("fresh_discovery")
+def test_nvml_gpus_are_numbered_as_cuda_visible_devices_orders_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(devices, "nvml", lambda: FakeNvml(NODE))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-cccc-2222")
+    (only,) = cuda_devices()
+    assert (only.device, only.name, only.memory_bytes) == (Device("cuda", 0), "NVIDIA L4", 24 << 30)
+    assert only.peak_flops == 121e12
+
+    devices._accelerator_infos.cache_clear()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert [(str(i.device), i.name) for i in cuda_devices()] == [
+        ("cuda:0", "NVIDIA L4"),
+        ("cuda:1", "NVIDIA H100 80GB HBM3"),
+    ]
+    assert resolve_device("cuda:1") == Device("cuda", 1)
+    with pytest.raises(DeviceError, match="cuda:2 is not present"):
+        resolve_device("cuda:2")
+    assert [uuid for uuid, _ in visible_nvml_handles()] == ["GPU-cccc-2222", "GPU-aaaa-0000"]
+
+
+@pytest.mark.usefixtures("fresh_discovery")
+def test_no_visible_gpu_means_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "nvml", lambda: FakeNvml(NODE))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert cuda_devices() == []
+    assert visible_nvml_handles() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    devices._accelerator_infos.cache_clear()
+    assert len(cuda_devices()) == 3
+
+
+def write_proc_gpu(root: Path, bus_id: str, model: str, uuid: str) -> None:
+    (root / bus_id).mkdir(parents=True)
+    (root / bus_id / "information").write_text(
+        f"Model: \t\t {model}\nIRQ:   \t\t 16\nGPU UUID: \t {uuid}\n"
+        f"Video BIOS: \t 96.00.5e.00.01\nBus Location: \t {bus_id}\n"
+    )
+
+
+def test_the_driver_files_list_gpus_in_bus_order(tmp_path: Path) -> None:
+    write_proc_gpu(tmp_path, "0000:b1:00.0", "NVIDIA H200", "GPU-2222")
+    write_proc_gpu(tmp_path, "0000:17:00.0", "NVIDIA H200", "GPU-1111")
+    (tmp_path / "0000:c1:00.0").mkdir()  # a folder without its information file is skipped
+    assert proc_gpus(tmp_path) == [
+        DriverGpu("GPU-1111", "NVIDIA H200"),
+        DriverGpu("GPU-2222", "NVIDIA H200"),
+    ]
+    assert proc_gpus(tmp_path / "absent") == []
+
+
+@pytest.mark.usefixtures("fresh_discovery")
+def test_without_nvml_the_driver_files_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_proc_gpu(tmp_path, "0000:17:00.0", "NVIDIA H200", "GPU-1111")
+    write_proc_gpu(tmp_path, "0000:b1:00.0", "NVIDIA H200", "GPU-2222")
+    monkeypatch.setattr(devices, "nvml", lambda: None)
+    monkeypatch.setattr(devices, "proc_gpus", lambda: proc_gpus(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    (only,) = cuda_devices()
+    assert (only.device, only.name, only.memory_bytes) == (Device("cuda", 0), "NVIDIA H200", None)
+
+
+def test_discovery_imports_no_framework() -> None:
+    code = (
+        "import sys; from accelserve.devices import discover; discover(); "
+        "print(sorted(m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

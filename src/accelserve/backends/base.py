@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from accelserve.devices import Device
 from accelserve.errors import ConfigError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec
 
 
@@ -37,7 +37,7 @@ class Backend(ABC):
         self.max_batch_size: int | None = None
 
     @abstractmethod
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         """Load the model in ``version_dir`` onto ``device``.
 
         ``config`` is the model's ``ModelConfig`` protobuf message (possibly incomplete: inputs
@@ -45,7 +45,7 @@ class Backend(ABC):
         clear message for anything wrong with the files or config.
         """
 
-    def model_file(self, version_dir: Path, config: Any) -> Path:
+    def model_file(self, version_dir: Path, config: ModelConfig) -> Path:
         """The version's model file: the config's ``default_model_filename``, else this
         backend's ``default_filename``; a ``ConfigError`` naming it when it is missing."""
         filename = config.default_model_filename or self.default_filename

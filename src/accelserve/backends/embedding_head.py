@@ -21,7 +21,7 @@ from accelserve import kernels
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
-from accelserve.protocol.model_config_pb2 import DataType
+from accelserve.protocol.model_config_pb2 import DataType, ModelConfig
 from accelserve.types import TensorSpec
 
 _CONFIG_INT = ("TYPE_INT64", "TYPE_INT32", "TYPE_BOOL", "TYPE_INT8", "TYPE_UINT8")
@@ -30,7 +30,7 @@ _CONFIG_INT = ("TYPE_INT64", "TYPE_INT32", "TYPE_BOOL", "TYPE_INT8", "TYPE_UINT8
 class EmbeddingHeadBackend(Backend):
     default_filename = ""
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         hidden_name, mask_name, output_name = "token_embeddings", "attention_mask", "embedding"
         if config.input:
             floats = [i for i in config.input if _type_name(i) == "TYPE_FP32"]
@@ -86,7 +86,7 @@ def _type_name(tensor: Any) -> str:
     return str(DataType.Name(tensor.data_type))
 
 
-def _v2_mask(config: Any, name: str) -> str:
+def _v2_mask(config: ModelConfig, name: str) -> str:
     for tensor in config.input:
         if tensor.name == name:
             return _type_name(tensor).removeprefix("TYPE_")

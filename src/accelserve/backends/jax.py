@@ -25,6 +25,7 @@ from jax import export as jax_export
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec, v2_datatype
 
 # accelserve device kind -> the Exported.platforms names that can run on it
@@ -36,7 +37,7 @@ _JAX_BACKEND = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
 class JaxBackend(Backend):
     default_filename = "model.jax"
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         where = f"model '{config.name}' version {version_dir.name}"
         self._where = where
         path = self.model_file(version_dir, config)
@@ -69,7 +70,7 @@ class JaxBackend(Backend):
         # jit follows its committed inputs, so the program runs where device_put placed them.
         self._run: Callable[..., list[jax.Array]] | None = jax.jit(run)
 
-    def _set_specs(self, config: Any, exported: Any) -> None:
+    def _set_specs(self, config: ModelConfig, exported: Any) -> None:
         avals = [
             *zip(self._input_names, exported.in_avals, strict=True),
             *zip(self._output_names, exported.out_avals, strict=True),

@@ -25,13 +25,14 @@ from accelserve.backends.base import Backend
 from accelserve.backends.native_format import SPEC_FILE, WEIGHTS_FILE, NativeModel, parse_model
 from accelserve.devices import Device
 from accelserve.errors import AccelServeError, ConfigError, ModelExecutionError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec, numpy_dtype
 
 
 class NativeBackend(Backend):
     default_filename = WEIGHTS_FILE
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         where = f"model '{config.name}' version {version_dir.name}"
         self._where = where
         path = self.model_file(version_dir, config)
@@ -120,7 +121,7 @@ class NativeBackend(Backend):
         return self._bytes if self._loaded else 0
 
 
-def _description(version_dir: Path, config: Any, where: str) -> tuple[Any, str]:
+def _description(version_dir: Path, config: ModelConfig, where: str) -> tuple[Any, str]:
     """The model description: model.json, else the config's ``layers`` parameter + tensors."""
     spec_path = version_dir / SPEC_FILE
     if spec_path.is_file():

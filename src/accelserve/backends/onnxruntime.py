@@ -3,13 +3,22 @@
 Config parameters (``parameters { key: ... value { string_value: ... } }``):
 ``intra_op_thread_count``, ``inter_op_thread_count`` (0 = ONNX Runtime's default),
 ``enable_tensorrt`` ("true" to put TensorRT before CUDA when it is installed).
+
+The CPU instances of one model file share its weights: the first reads the file's initializers
+once (with the ``onnx`` package, when installed) and every session uses those buffers in place
+(``SessionOptions.add_initializer``); the last ``unload`` frees them. Pre-packed copies stay per
+session: ONNX Runtime's Python API has no ``PrepackedWeightsContainer``, and turning pre-packing
+off to share them doubles a short request's latency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -18,6 +27,7 @@ from accelserve.backends.base import Backend
 from accelserve.config import count_parameter
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec
 
 _ONNX_TO_V2 = {
@@ -41,7 +51,11 @@ _ONNX_TO_V2 = {
 class OnnxRuntimeBackend(Backend):
     default_filename = "model.onnx"
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self._weights: _SharedWeights | None = None  # held until unload (after the last run)
+
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         path = self.model_file(version_dir, config)
         filename = path.name
         params = {k: v.string_value for k, v in config.parameters.items()}
@@ -53,11 +67,20 @@ class OnnxRuntimeBackend(Backend):
             f"model '{config.name}'", "inter_op_thread_count", params.get("inter_op_thread_count")
         )
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Shared weights pay from the second instance on (alone, a session frees the weights it
+        # pre-packs); a CUDA session plans its weights on the GPU and would copy host buffers.
+        instances = sum(group.count or 1 for group in config.instance_group)
+        if device.kind == "cpu" and instances > 1:
+            self._weights = _SharedWeights.acquire(path, self)
         try:
+            if self._weights is not None:
+                for name, value in self._weights.values.items():
+                    options.add_initializer(name, value)
             self.session = ort.InferenceSession(
                 str(path), options, providers=_providers(device, params)
             )
         except Exception as exc:  # ONNX Runtime raises its own exception types
+            self.unload()
             raise ConfigError(
                 f"model '{config.name}' version {version_dir.name}: ONNX Runtime cannot load "
                 f"'{filename}': {type(exc).__name__}: {_first_line(exc)}"
@@ -87,6 +110,77 @@ class OnnxRuntimeBackend(Backend):
 
     def unload(self) -> None:
         self.session = None
+        if self._weights is not None:
+            self._weights.release(self)
+            self._weights = None
+
+    def memory_bytes(self) -> int | None:
+        """The shared weights' bytes, counted once: against the first instance still holding
+        them (the others report 0); None where nothing is shared (one instance, CUDA, no ``onnx``)."""
+        if self._weights is None:
+            return None
+        return self._weights.nbytes if self._weights.holders[0] is self else 0
+
+
+@dataclass(eq=False)
+class _SharedWeights:
+    """One model file's initializers as OrtValues that its CPU sessions use in place."""
+
+    key: tuple[str, int, int]  # (path, mtime_ns, size): a rewritten file is a new entry
+    values: dict[str, Any] = field(default_factory=dict)  # name -> OrtValue (owns its array)
+    nbytes: int = 0
+    holders: list[OnnxRuntimeBackend] = field(default_factory=list)
+    loaded: threading.Lock = field(default_factory=threading.Lock)
+    ready: bool = False
+
+    _cache: ClassVar[dict[tuple[str, int, int], _SharedWeights]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def acquire(cls, path: Path, holder: OnnxRuntimeBackend) -> _SharedWeights | None:
+        try:
+            import onnx
+        except ImportError:  # without the onnx package each session reads its own weights
+            return None
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        with cls._lock:
+            entry = cls._cache.setdefault(key, cls(key))
+            entry.holders.append(holder)
+        with entry.loaded:  # one reader per file; the other instances wait for it
+            if not entry.ready:
+                # unreadable here: nothing is shared and ONNX Runtime reports it when it loads
+                with contextlib.suppress(Exception):
+                    entry.values, entry.nbytes = _initializers(onnx.load(str(path)))
+                entry.ready = True
+        return entry
+
+    def release(self, holder: OnnxRuntimeBackend) -> None:
+        with self._lock:
+            self.holders.remove(holder)
+            if not self.holders:
+                del self._cache[self.key]
+
+
+def _initializers(model: Any) -> tuple[dict[str, Any], int]:
+    from onnx import numpy_helper
+
+    values, nbytes = {}, 0
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        # Small tensors (shapes, scalars) are left to ONNX Runtime, which folds them into the
+        # graph; plain numeric types only (no strings, no ml_dtypes).
+        if (
+            array.nbytes >= _MIN_SHARED_BYTES
+            and array.dtype.kind in "biuf"
+            and array.dtype.isbuiltin
+        ):
+            values[tensor.name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+            nbytes += array.nbytes
+    return values, nbytes
+
+
+_MIN_SHARED_BYTES = 128
 
 
 def _providers(device: Device, params: dict[str, str]) -> list[Any]:

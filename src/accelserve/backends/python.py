@@ -36,6 +36,7 @@ from accelserve.backends import python_worker
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 
 DEFAULT_CLASS = "Model"
 DEFAULT_EXECUTE_TIMEOUT_S = 30.0
@@ -123,7 +124,7 @@ class PythonBackend(Backend):
     default_filename = "model.py"
     inline_ok = False  # a call waits on the worker process, which may hang
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         from accelserve.config import config_to_json
 
         self._where = where = f"model '{config.name}' version {version_dir.name}"

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec
 
 OUTPUTS = ("input_ids", "attention_mask", "token_type_ids", "token_count")
@@ -30,7 +31,7 @@ OUTPUTS = ("input_ids", "attention_mask", "token_type_ids", "token_count")
 class TokenizerBackend(Backend):
     default_filename = "tokenizer.json"
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         path = self.model_file(version_dir, config)
         filename = path.name
         try:

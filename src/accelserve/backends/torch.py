@@ -36,7 +36,7 @@ from accelserve.backends.base import Backend
 from accelserve.config import count_parameter
 from accelserve.devices import Device
 from accelserve.errors import ConfigError, ModelExecutionError
-from accelserve.protocol.model_config_pb2 import DataType
+from accelserve.protocol.model_config_pb2 import DataType, ModelConfig
 from accelserve.types import CONFIG_TO_V2, TensorSpec, numpy_dtype
 
 EXPORT_PLATFORM = "accelserve_torch_export"
@@ -62,7 +62,7 @@ _INDEXED = re.compile(r"^.+__(\d+)$")
 class TorchBackend(Backend):
     default_filename = "model.pt2"
 
-    def load(self, version_dir: Path, config: Any, device: Device) -> None:
+    def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
         self._where = f"model '{config.name}' version {version_dir.name}"
         params = {k.lower(): v.string_value for k, v in config.parameters.items()}
         path = _model_path(version_dir, config, self._where)
@@ -106,7 +106,7 @@ class TorchBackend(Backend):
         ]
         self._out_dtypes = [_V2_TO_TORCH.get(d) if d else None for d in declared]
 
-    def _load_export(self, path: Path, config: Any) -> None:
+    def _load_export(self, path: Path, config: ModelConfig) -> None:
         try:
             program = torch.export.load(str(path))
         except Exception as exc:
@@ -132,7 +132,7 @@ class TorchBackend(Backend):
         self._set_specs(config, in_vals, out_vals)
         self._module = program.module()
 
-    def _set_specs(self, config: Any, in_vals: list[Any], out_vals: list[Any]) -> None:
+    def _set_specs(self, config: ModelConfig, in_vals: list[Any], out_vals: list[Any]) -> None:
         named = [
             *zip(self._input_names, in_vals, strict=True),
             *zip(self._output_names, out_vals, strict=True),
@@ -162,7 +162,7 @@ class TorchBackend(Backend):
             specs.append(TensorSpec(name, _TORCH_TO_V2[val.dtype], dims[1:] if strip else dims))
         self.inputs, self.outputs = specs[: len(in_vals)], specs[len(in_vals) :]
 
-    def _load_script(self, path: Path, config: Any) -> None:
+    def _load_script(self, path: Path, config: ModelConfig) -> None:
         try:
             # PyTorch deprecates TorchScript for authors; serving existing files stays supported.
             with warnings.catch_warnings():
@@ -238,7 +238,7 @@ class TorchBackend(Backend):
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _model_path(version_dir: Path, config: Any, where: str) -> Path:
+def _model_path(version_dir: Path, config: ModelConfig, where: str) -> Path:
     platform = config.platform or config.backend
     if config.default_model_filename:
         filename = config.default_model_filename
