@@ -12,8 +12,8 @@ transformer instances run) and reads the process's resident memory (psutil RSS, 
 and which frameworks its memory maps hold (``/proc/PID/maps``: libtorch, jaxlib's XLA,
 TensorFlow). Medians over ``--repeats``; the variants alternate within each repeat.
 
-``--baseline REV`` also measures REV, checked out into a temporary ``git worktree`` whose
-``src/`` is put first on PYTHONPATH, on the same repositories in the same run. Writes
+``--baseline REV`` also measures REV: its ``src/``, exported (``git archive``) into a temporary
+folder, is put first on PYTHONPATH, on the same repositories in the same run. Writes
 benchmarks/results/bench_startup.csv and docs/PERFORMANCE.md's ``server-startup`` block.
 """
 
@@ -31,7 +31,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,18 +165,10 @@ def _maps(pid: int, library: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def baseline_worktree(rev: str, parent: Path) -> Iterator[Variant]:
-    """REV checked out (detached) into a temporary git worktree, removed afterwards."""
-    short = subprocess.check_output(["git", "rev-parse", "--short", rev], cwd=ROOT, text=True)
-    path = parent / "baseline"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "--quiet", str(path), rev], cwd=ROOT, check=True
-    )
-    try:
-        yield Variant(f"baseline {short.strip()}", short.strip(), path / "src")
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
+def baseline_sources(rev: str, parent: Path) -> Variant:
+    """REV's ``src/`` exported under ``parent`` (removed with it)."""
+    short = launch.export_source(rev, parent / "baseline")
+    return Variant(f"baseline {short}", short, parent / "baseline" / "src")
 
 
 def simple_only(parent: Path) -> Path:
@@ -259,13 +250,10 @@ def main() -> int:
     args = parser.parse_args()
     if not (EXAMPLES / "simple" / "1" / "model.onnx").is_file():
         parser.error("build the example models first: accelserve prepare-examples")
-    with (
-        tempfile.TemporaryDirectory(prefix="accelserve-bench-startup-") as tmp,
-        contextlib.ExitStack() as stack,
-    ):
+    with tempfile.TemporaryDirectory(prefix="accelserve-bench-startup-") as tmp:
         variants = [Variant("this tree", _report.commit(), ROOT / "src")]
         if args.baseline:
-            variants.append(stack.enter_context(baseline_worktree(args.baseline, Path(tmp))))
+            variants.append(baseline_sources(args.baseline, Path(tmp)))
         cases = {"examples": EXAMPLES, "simple": simple_only(Path(tmp))}
         busy = wait_for_quiet(args.quiet_wait)
         csv_rows = []
