@@ -49,7 +49,6 @@ from prometheus_client.utils import floatToGoString
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import UnavailableError
-from accelserve.model import READY
 from accelserve.stats import DEFAULT_LATENCY_BUCKETS_MS, Duration, Histogram, ModelStats
 from accelserve.stats import enable_histograms as _enable_histograms
 
@@ -111,13 +110,8 @@ class ModelStatsCollector(Collector):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
 
-    def _versions(self) -> list[ModelStats]:
-        # list() copies under the GIL: the event loop may load or unload models meanwhile.
-        records = list(self.dataplane.repository.models.values())
-        return [v.stats for r in records if r.state == READY for v in list(r.versions.values())]
-
     def collect(self) -> Iterator[Metric]:
-        models = self._versions()
+        models = self.dataplane.version_stats()
         success = _counter(
             "nv_inference_request_success", "Number of successful inference requests"
         )
@@ -411,9 +405,8 @@ async def start_metrics_server(
     """Serve ``/metrics`` and switch on latency histograms for every model (loaded or not)."""
     buckets = latency_buckets_from_env() if latency_buckets_ms is None else latency_buckets_ms
     bounds = _enable_histograms(buckets)
-    for record in list(dataplane.repository.models.values()):
-        for version in record.versions.values():
-            version.stats.enable_histograms(bounds)
+    for stats in dataplane.version_stats(ready_only=False):
+        stats.enable_histograms(bounds)
     registry = await asyncio.to_thread(build_registry, dataplane)  # NVML init can take a while
     server = MetricsServer(registry)
     await server.start(host, port)

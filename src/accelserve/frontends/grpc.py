@@ -34,7 +34,6 @@ from accelserve.dataplane import DataPlane
 from accelserve.errors import (
     AccelServeError,
     InvalidArgumentError,
-    ModelNotFoundError,
     UnavailableError,
 )
 from accelserve.frontends.errors import GRPC_STATUS, bearer_token
@@ -136,10 +135,7 @@ class GrpcFrontend:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> Message:
-        dp = self.dataplane
-        ready = dp.model_ready(request.name, request.version)
-        if not ready and request.name not in dp.repository.models:
-            raise ModelNotFoundError(f"Request for unknown model: '{request.name}' is not found")
+        ready = self.dataplane.known_model_ready(request.name, request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Message:

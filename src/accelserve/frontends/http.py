@@ -78,9 +78,7 @@ class HttpFrontend:
         if action == "":
             return _json(dp.model_metadata(name, version))
         if action == "ready":
-            ready = dp.model_ready(name, version)
-            if not ready and name not in dp.repository.models:
-                raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
+            ready = dp.known_model_ready(name, version)
             return (200 if ready else 400), JSON, encode_json({"ready": ready})
         if action == "config":
             return _json(dp.model_config(name, version))
