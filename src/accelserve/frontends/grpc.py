@@ -80,7 +80,8 @@ class GrpcFrontend:
 
     async def model_infer(self, data: bytes, context: Context) -> bytes:
         try:
-            return (await self._infer(data)).SerializeToString()
+            payload: bytes = (await self._infer(data)).SerializeToString()  # protobuf is untyped
+            return payload
         except AccelServeError as exc:
             await context.abort(_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
         except Exception:
@@ -193,7 +194,8 @@ class GrpcFrontend:
 def _unary(kind: type[Message], fn: Handler) -> grpc.RpcMethodHandler:
     async def handler(data: bytes, context: Context) -> bytes:
         try:
-            return (await fn(_parse(kind, data), context)).SerializeToString()
+            payload: bytes = (await fn(_parse(kind, data), context)).SerializeToString()
+            return payload
         except AccelServeError as exc:
             await context.abort(_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
         except Exception:

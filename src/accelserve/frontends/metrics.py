@@ -38,14 +38,14 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from accelserve.dataplane import DataPlane
 from accelserve.device_usage import DeviceSampler
@@ -56,6 +56,9 @@ from accelserve.stats import DEFAULT_LATENCY_BUCKETS_MS, Duration, Histogram, Mo
 from accelserve.stats import enable_histograms as _enable_histograms
 
 log = logging.getLogger("accelserve.metrics")
+
+# Prometheus' spelling of a float ("+Inf", "1e+06"); prometheus_client leaves it unannotated.
+floatToGoString: Callable[[float], str] = _untyped_float_to_go_string
 
 BUCKETS_ENV = "ACCELSERVE_METRICS_LATENCY_BUCKETS_MS"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
