@@ -8,7 +8,8 @@ model's scheduler, statistics, repository control) happens here once.
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from accelserve.config import config_to_json
 from accelserve.errors import (
@@ -18,8 +19,8 @@ from accelserve.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from accelserve.model import READY, ModelVersion
-from accelserve.repository import ModelRepository
+from accelserve.model import READY, ModelRecord, ModelVersion
+from accelserve.stats import ModelStats
 from accelserve.types import InferRequest, InferResponse
 from accelserve.validation import prepare_inputs
 from accelserve.version import __version__
@@ -34,10 +35,29 @@ EXTENSIONS = [
 ]
 
 
+class ModelRegistry(Protocol):
+    """What the data plane needs of the model repository: ``ModelRepository`` is one (so the
+    data plane never imports it), and unit tests serve models from a dict through another."""
+
+    @property
+    def models(self) -> Mapping[str, ModelRecord]: ...
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        """The READY version (latest when ``version`` is empty): ModelNotFoundError for an
+        unknown model or version, UnavailableError for a model that is not READY."""
+        ...
+
+    def index(self) -> list[dict[str, str]]: ...
+
+    async def load(self, name: str) -> ModelRecord: ...
+
+    async def unload(self, name: str) -> None: ...
+
+
 class DataPlane:
     def __init__(
         self,
-        repository: ModelRepository,
+        repository: ModelRegistry,
         *,
         model_control: bool = False,
         api_key: str | None = None,
@@ -67,6 +87,13 @@ class DataPlane:
         except (ModelNotFoundError, UnavailableError):
             return False
         return not self.stopping
+
+    def known_model_ready(self, name: str, version: str = "") -> bool:
+        """``model_ready``, except that a model name the server does not know is
+        ModelNotFoundError (V2's ready routes answer 404 for it, and not-ready for the rest)."""
+        if name not in self.repository.models:
+            raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
+        return self.model_ready(name, version)
 
     def model(self, name: str, version: str = "") -> ModelVersion:
         return self.repository.get(name, version)
@@ -109,13 +136,23 @@ class DataPlane:
             record = self.repository.models[name]
             versions = [record.versions[version]] if version else list(record.versions.values())
         else:
-            versions = [
-                v
-                for r in self.repository.models.values()
-                if r.state == READY
-                for v in r.versions.values()
-            ]
+            versions = self._versions(ready_only=True)
         return {"model_stats": [_version_stats(v) for v in versions]}
+
+    def version_stats(self, ready_only: bool = True) -> list[ModelStats]:
+        """The live ``ModelStats`` of every version of every READY model (of every model
+        when not ``ready_only``): what the metrics endpoint reads, from its own thread."""
+        return [v.stats for v in self._versions(ready_only)]
+
+    def _versions(self, ready_only: bool) -> list[ModelVersion]:
+        # list() copies under the GIL: the event loop may load or unload models meanwhile.
+        records = list(self.repository.models.values())
+        return [
+            v
+            for r in records
+            if r.state == READY or not ready_only
+            for v in list(r.versions.values())
+        ]
 
     # -- repository control -----------------------------------------------------------------
 

@@ -116,7 +116,7 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, port: int)
 
 async def _start_metrics(dataplane: DataPlane, settings: ServerSettings, port: int) -> Any:
     try:
-        from accelserve.metrics import start_metrics_server
+        from accelserve.frontends.metrics import start_metrics_server
     except ImportError as exc:
         raise SystemExit(
             f"the metrics endpoint needs prometheus-client ({exc}); pip install 'accelserve[metrics]' or pass --metrics-port 0"

@@ -28,7 +28,7 @@ async def handler(request: Request) -> Response:
     return 200, [(b"x-path", request.path.encode())], request.body or request.path.encode()
 
 
-async def start(**kwargs: float) -> HttpServer:
+async def start(**kwargs: float | bool) -> HttpServer:
     server = HttpServer(handler, render_error, max_body_bytes=1 << 20, **kwargs)
     await server.start("127.0.0.1", 0)
     return server
@@ -118,6 +118,19 @@ def test_stop_answers_requests_in_flight_and_closes_idle_connections() -> None:
         assert await busy_r.read() == b""
         busy_w.close()
         idle_w.close()
+
+    uvloop.run(main())
+
+
+def test_keep_alive_header_when_asked() -> None:
+    async def main() -> None:
+        server = await start(keep_alive_header=True)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(get("/a") + get("/b", "Connection: close\r\n"))
+        assert (await read_response(reader))[1]["connection"] == "keep-alive"
+        assert (await read_response(reader))[1]["connection"] == "close"
+        writer.close()
+        await server.stop()
 
     uvloop.run(main())
 

@@ -15,7 +15,7 @@ from prometheus_client.samples import Sample
 
 from accelserve import stats as stats_module
 from accelserve.dataplane import DataPlane
-from accelserve.metrics import (
+from accelserve.frontends.metrics import (
     BUCKETS_ENV,
     ModelStatsCollector,
     generate,

@@ -33,26 +33,16 @@ from accelserve.codecs.v2_grpc import decode_infer_request, encode_infer_respons
 from accelserve.dataplane import DataPlane
 from accelserve.errors import (
     AccelServeError,
-    ErrorCode,
     InvalidArgumentError,
-    ModelNotFoundError,
     UnavailableError,
 )
+from accelserve.frontends.errors import GRPC_STATUS, bearer_token
 from accelserve.protocol import grpc_service_pb2 as pb
 
 log = logging.getLogger("accelserve.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
-GRPC_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
-    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
-}
+_STATUS = {code: grpc.StatusCode[name] for code, name in GRPC_STATUS.items()}
 INTERNAL_ERROR = "internal server error"
 GRACE_SECONDS = 60.0  # how long stop() lets in-flight RPCs finish
 
@@ -90,9 +80,10 @@ class GrpcFrontend:
 
     async def model_infer(self, data: bytes, context: Context) -> bytes:
         try:
-            return (await self._infer(data)).SerializeToString()
+            payload: bytes = (await self._infer(data)).SerializeToString()  # protobuf is untyped
+            return payload
         except AccelServeError as exc:
-            await context.abort(GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
+            await context.abort(_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
         except Exception:
             log.exception("unhandled error in ModelInfer")
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
@@ -145,10 +136,7 @@ class GrpcFrontend:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> Message:
-        dp = self.dataplane
-        ready = dp.model_ready(request.name, request.version)
-        if not ready and request.name not in dp.repository.models:
-            raise ModelNotFoundError(f"Request for unknown model: '{request.name}' is not found")
+        ready = self.dataplane.known_model_ready(request.name, request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Message:
@@ -206,9 +194,10 @@ class GrpcFrontend:
 def _unary(kind: type[Message], fn: Handler) -> grpc.RpcMethodHandler:
     async def handler(data: bytes, context: Context) -> bytes:
         try:
-            return (await fn(_parse(kind, data), context)).SerializeToString()
+            payload: bytes = (await fn(_parse(kind, data), context)).SerializeToString()
+            return payload
         except AccelServeError as exc:
-            await context.abort(GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
+            await context.abort(_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), exc.message)
         except Exception:
             log.exception("unhandled error in %s", kind.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
@@ -227,14 +216,10 @@ def _parse(kind: type[Message], data: bytes) -> Any:
 
 
 def _bearer(context: Context) -> str | None:
-    """The key of an ``authorization: Bearer <key>`` metadata entry (HTTP's header rule)."""
+    """The key of the first ``authorization: Bearer <key>`` metadata entry (HTTP's rule)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            text = value if isinstance(value, str) else value.decode("latin-1")
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
-            return None
+            return bearer_token(value)
     return None
 
 

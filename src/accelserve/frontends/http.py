@@ -16,27 +16,13 @@ from typing import Any
 from accelserve.codecs.v2_http import decode_json, encode_json
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.dataplane import DataPlane
-from accelserve.errors import (
-    AccelServeError,
-    ErrorCode,
-    InvalidArgumentError,
-    ModelNotFoundError,
-)
+from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
+from accelserve.frontends.errors import bearer_token, expect_method, http_status
 from accelserve.frontends.http_server import Headers, Request, Response
 from accelserve.types import InferRequest
 
 log = logging.getLogger("accelserve.http")
 
-HTTP_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: 400,
-    ErrorCode.UNAUTHENTICATED: 401,
-    ErrorCode.PERMISSION_DENIED: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.INTERNAL: 500,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.RESOURCE_EXHAUSTED: 503,
-}
 JSON = [(b"content-type", b"application/json")]
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 HEADER_LENGTH = b"inference-header-content-length"
@@ -81,19 +67,18 @@ class HttpFrontend:
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
         action = rest[0] if rest else ""
+        route = "/" + "/".join(parts)
         if len(rest) > 1 or action not in ("", "ready", "config", "stats", "infer"):
-            raise ModelNotFoundError(f"no route for {method} /{'/'.join(parts)}")
+            raise ModelNotFoundError(f"no route for {method} {route}")
         dp = self.dataplane
         if action == "infer":
-            _expect(method, "POST", parts)
+            expect_method(method, "POST", route)
             return await self._infer(name, version, request)
-        _expect(method, "GET", parts)
+        expect_method(method, "GET", route)
         if action == "":
             return _json(dp.model_metadata(name, version))
         if action == "ready":
-            ready = dp.model_ready(name, version)
-            if not ready and name not in dp.repository.models:
-                raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
+            ready = dp.known_model_ready(name, version)
             return (200 if ready else 400), JSON, encode_json({"ready": ready})
         if action == "config":
             return _json(dp.model_config(name, version))
@@ -141,43 +126,38 @@ class HttpFrontend:
 
     async def _server_route(self, method: str, parts: list[str], request: Request) -> Response:
         dp = self.dataplane
-        route = "/".join(parts)
-        if route == "v2":
-            _expect(method, "GET", parts)
+        route = "/" + "/".join(parts)
+        if route == "/v2":
+            expect_method(method, "GET", route)
             return _json(dp.server_metadata())
-        if route == "v2/health/live":
-            _expect(method, "GET", parts)
+        if route == "/v2/health/live":
+            expect_method(method, "GET", route)
             return (200 if dp.live() else 503), JSON, b"{}"
-        if route == "v2/health/ready":
-            _expect(method, "GET", parts)
+        if route == "/v2/health/ready":
+            expect_method(method, "GET", route)
             return (200 if dp.ready() else 503), JSON, b"{}"
-        if route == "v2/models/stats":
-            _expect(method, "GET", parts)
+        if route == "/v2/models/stats":
+            expect_method(method, "GET", route)
             return _json(dp.statistics())
-        if route == "v2/repository/index":
-            _expect(method, "POST", parts)
+        if route == "/v2/repository/index":
+            expect_method(method, "POST", route)
             body = request.body
             options = _json_object(body) if body.strip() else {}
             return _json(dp.repository_index(bool(options.get("ready", False))))
         if len(parts) == 5 and parts[1] == "repository" and parts[2] == "models":
-            _expect(method, "POST", parts)
-            key = _bearer(request)
+            expect_method(method, "POST", route)
+            key = bearer_token(request.header(b"authorization"))
             if parts[4] == "load":
                 await dp.load_model(parts[3], key)
                 return 200, JSON, b"{}"
             if parts[4] == "unload":
                 await dp.unload_model(parts[3], key)
                 return 200, JSON, b"{}"
-        raise ModelNotFoundError(f"no route for {method} /{route}")
-
-
-class MethodNotAllowedError(InvalidArgumentError):
-    """A known route asked with the wrong HTTP method (405: an HTTP notion, so it lives here)."""
+        raise ModelNotFoundError(f"no route for {method} {route}")
 
 
 def error_response(exc: AccelServeError) -> Response:
-    status = 405 if isinstance(exc, MethodNotAllowedError) else HTTP_STATUS.get(exc.code, 500)
-    return render_error(status, exc.message)
+    return render_error(http_status(exc), exc.message)
 
 
 def render_error(status: int, message: str) -> Response:
@@ -197,13 +177,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _expect(method: str, expected: str, parts: list[str]) -> None:
-    if method != expected:
-        raise MethodNotAllowedError(
-            f"method {method} is not allowed on /{'/'.join(parts)}; expected {expected}"
-        )
-
-
 def _uint_param(params: dict[str, Any], key: str) -> int:
     value = params.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -211,13 +184,3 @@ def _uint_param(params: dict[str, Any], key: str) -> int:
             f"parameter '{key}': expected a non-negative integer; received {value!r}"
         )
     return value
-
-
-def _bearer(request: Request) -> str | None:
-    value = request.header(b"authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.decode("latin-1").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    return None

@@ -85,6 +85,7 @@ class HttpServer:
         max_body_bytes: int,
         keep_alive_s: float = 60.0,
         on_response: Callable[[], None] | None = None,
+        keep_alive_header: bool = False,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: expected >= 1; received {max_body_bytes}")
@@ -95,6 +96,13 @@ class HttpServer:
         self.max_body_bytes = max_body_bytes
         self.keep_alive_s = keep_alive_s
         self.on_response = on_response  # called after each response is written (busy polling)
+        # Responses that keep the connection say so when asked (HTTP/1.1 needs no header for
+        # it, and the hot path saves the bytes); a closing one always says "close".
+        self.keep_alive_tail = (
+            b"content-length: %d\r\nconnection: keep-alive\r\n\r\n"
+            if keep_alive_header
+            else b"content-length: %d\r\n\r\n"
+        )
         self._sweep_s = min(_SWEEP_S, keep_alive_s)
         self.stopping = False
         self.connections: set[_Connection] = set()
@@ -284,7 +292,7 @@ class _Connection(asyncio.Protocol):
             keep_alive = False
             head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         else:
-            head.append(b"content-length: %d\r\n\r\n" % len(body))
+            head.append(self.server.keep_alive_tail % len(body))
         if method == "HEAD":
             transport.write(b"".join(head))
         elif len(body) <= _SINGLE_WRITE:

@@ -22,11 +22,13 @@ Per model version (labels ``model``, ``version``), as Triton names them:
 Device gauges, as Triton names them: ``nv_cpu_utilization`` (0..1), ``nv_cpu_memory_total_bytes``,
 ``nv_cpu_memory_used_bytes`` (psutil); with nvidia-ml-py and a GPU, per ``gpu_uuid``:
 ``nv_gpu_utilization`` (0..1), ``nv_gpu_memory_total_bytes``, ``nv_gpu_memory_used_bytes``,
-``nv_gpu_power_usage`` (watts). Plus prometheus_client's ``process_*`` metrics.
+``nv_gpu_power_usage`` (watts), read by ``accelserve.device_usage``. Plus prometheus_client's
+``process_*`` metrics.
 
 The text is Prometheus' format 0.0.4 as Triton writes it: counters keep their names, without
 the ``_total`` that prometheus_client's own renderer would add (dashboards query Triton's names).
-Rendering runs on a worker thread, so a scrape never holds up the event loop's requests.
+The endpoint is the project's own ``HttpServer`` on its own port; rendering runs on a worker
+thread, so a scrape never holds up the event loop's requests.
 """
 
 from __future__ import annotations
@@ -38,26 +40,29 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import psutil
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from accelserve.dataplane import DataPlane
-from accelserve.devices import nvml, visible_nvml_handles
+from accelserve.device_usage import DeviceSampler
 from accelserve.errors import UnavailableError
-from accelserve.model import READY
+from accelserve.frontends.errors import MethodNotAllowedError, expect_method, http_status
+from accelserve.frontends.http_server import HttpServer, Request, Response
 from accelserve.stats import DEFAULT_LATENCY_BUCKETS_MS, Duration, Histogram, ModelStats
 from accelserve.stats import enable_histograms as _enable_histograms
 
 log = logging.getLogger("accelserve.metrics")
 
+# Prometheus' spelling of a float ("+Inf", "1e+06"); prometheus_client leaves it unannotated.
+floatToGoString: Callable[[float], str] = _untyped_float_to_go_string
+
 BUCKETS_ENV = "ACCELSERVE_METRICS_LATENCY_BUCKETS_MS"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+MAX_BODY_BYTES = 64 * 1024  # a scrape has no body
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")  # Triton's, always exported
 _LABELS = ["model", "version"]
 _US_COUNTERS = (  # (metric, ModelStats field, help)
@@ -112,13 +117,8 @@ class ModelStatsCollector(Collector):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
 
-    def _versions(self) -> list[ModelStats]:
-        # list() copies under the GIL: the event loop may load or unload models meanwhile.
-        records = list(self.dataplane.repository.models.values())
-        return [v.stats for r in records if r.state == READY for v in list(r.versions.values())]
-
     def collect(self) -> Iterator[Metric]:
-        models = self._versions()
+        models = self.dataplane.version_stats()
         success = _counter(
             "nv_inference_request_success", "Number of successful inference requests"
         )
@@ -179,58 +179,38 @@ def _le_labels(bounds_ns: tuple[int, ...]) -> tuple[str, ...]:
 
 
 class DeviceCollector(Collector):
-    """Triton's CPU and GPU gauges (GPUs through NVML, when nvidia-ml-py finds a driver)."""
+    """Triton's CPU and GPU gauges, from a ``DeviceSampler``."""
 
-    def __init__(self) -> None:
-        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
-        self._nvml: Any = nvml()
-        # the GPUs CUDA_VISIBLE_DEVICES leaves this server, not every GPU of the node
-        self._gpus: list[tuple[str, Any]] = visible_nvml_handles()
+    def __init__(self, sampler: DeviceSampler) -> None:
+        self.sampler = sampler
 
     def collect(self) -> Iterator[Metric]:
+        cpu = self.sampler.cpu()
         utilization = GaugeMetricFamily(
             "nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0] since the last scrape"
         )
-        utilization.add_metric([], psutil.cpu_percent(interval=None) / 100.0)
-        memory = psutil.virtual_memory()
+        utilization.add_metric([], cpu.utilization)
         total = GaugeMetricFamily("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes")
-        total.add_metric([], memory.total)
+        total.add_metric([], cpu.memory_total_bytes)
         used = GaugeMetricFamily("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes")
-        used.add_metric([], memory.total - memory.available)
+        used.add_metric([], cpu.memory_used_bytes)
         yield from (utilization, total, used)
-        if self._gpus:
-            yield from self._gpu_metrics()
-
-    def _gpu_metrics(self) -> Iterator[Metric]:
-        nvml = self._nvml
-        families = {
-            "util": GaugeMetricFamily(
-                "nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0]", labels=["gpu_uuid"]
-            ),
-            "total": GaugeMetricFamily(
-                "nv_gpu_memory_total_bytes", "GPU total memory, in bytes", labels=["gpu_uuid"]
-            ),
-            "used": GaugeMetricFamily(
-                "nv_gpu_memory_used_bytes", "GPU used memory, in bytes", labels=["gpu_uuid"]
-            ),
-            "power": GaugeMetricFamily(
-                "nv_gpu_power_usage", "GPU power usage, in watts", labels=["gpu_uuid"]
-            ),
-        }
-        for uuid, handle in self._gpus:
-            for key, read in _GPU_READINGS:
-                try:
-                    families[key].add_metric([uuid], read(nvml, handle))
-                except nvml.NVMLError:  # e.g. power readings unsupported on this board
-                    continue
-        yield from families.values()
+        gpus = self.sampler.gpus()
+        if not gpus:
+            return
+        for reading, name, documentation in _GPU_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["gpu_uuid"])
+            for gpu in gpus:
+                if reading in gpu.readings:
+                    family.add_metric([gpu.uuid], gpu.readings[reading])
+            yield family
 
 
-_GPU_READINGS: tuple[tuple[str, Callable[[Any, Any], float]], ...] = (
-    ("util", lambda nvml, h: nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0),
-    ("total", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).total),
-    ("used", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).used),
-    ("power", lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0),  # mW -> W
+_GPU_GAUGES = (  # (GpuUsage reading, metric, help)
+    ("utilization", "nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0]"),
+    ("memory_total_bytes", "nv_gpu_memory_total_bytes", "GPU total memory, in bytes"),
+    ("memory_used_bytes", "nv_gpu_memory_used_bytes", "GPU used memory, in bytes"),
+    ("power_watts", "nv_gpu_power_usage", "GPU power usage, in watts"),
 )
 
 
@@ -243,7 +223,7 @@ def build_registry(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ModelStatsCollector(dataplane))
     if devices:
-        registry.register(DeviceCollector())
+        registry.register(DeviceCollector(DeviceSampler()))
     if process:
         ProcessCollector(registry=registry)
     return registry
@@ -296,94 +276,47 @@ def generate(registry: CollectorRegistry) -> bytes:
     return render(registry.collect())
 
 
-# ------------------------------------------------------------------------------ HTTP server
+# ------------------------------------------------------------------------------ endpoint
 
 
 class MetricsServer:
-    """A small asyncio HTTP/1.1 server for ``GET /metrics`` (keep-alive, no framework): the
-    scrape renders on a worker thread while the event loop keeps serving inference."""
+    """``GET /metrics`` (and HEAD) on the project's ``HttpServer``: the scrape renders on a
+    worker thread while the event loop keeps serving inference."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="accelserve-metrics")
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._http = HttpServer(self.handle, _text, MAX_BODY_BYTES, keep_alive_header=True)
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
         try:
-            self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+            await self._http.start(host, port)
         except OSError as exc:
             raise UnavailableError(
                 f"the metrics endpoint cannot listen on {host}:{port} ({exc.strerror}); choose "
                 f"another --metrics-port, or 0 to disable metrics"
             ) from None
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = self._http.port
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._connections):  # idle keep-alive connections
-                task.cancel()
-            await self._server.wait_closed()
+        await self._http.stop()
         self._executor.shutdown(wait=True)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    async def handle(self, request: Request) -> Response:
         try:
-            while await self._one_request(reader, writer):
-                pass
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("metrics endpoint error")
-        finally:
-            self._connections.discard(task)
-            writer.close()
+            expect_method(request.method, ("GET", "HEAD"), request.path)
+        except MethodNotAllowedError as exc:
+            return _text(http_status(exc), exc.message)
+        if request.path != "/metrics":
+            return _text(404, "metrics are at /metrics")
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(self._executor, generate, self.registry)
+        return 200, [(b"content-type", CONTENT_TYPE)], body
 
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        """Answer one request; False when the connection should close."""
-        request_line = await reader.readline()
-        if not request_line:
-            return False
-        keep_alive = request_line.rstrip().endswith(b"HTTP/1.1")  # HTTP/1.1's default
-        while True:  # headers: only Connection matters here
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            key, _, value = line.partition(b":")
-            if key.strip().lower() == b"connection":
-                token = value.strip().lower()
-                keep_alive = token == b"keep-alive" or (keep_alive and token != b"close")
-        parts = request_line.split()
-        method = parts[0] if parts else b""
-        path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
-        if method not in (b"GET", b"HEAD"):
-            status, body, ctype = b"405 Method Not Allowed", b"only GET /metrics\n", b"text/plain"
-        elif path == b"/metrics":
-            loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(self._executor, generate, self.registry)
-            status, ctype = b"200 OK", CONTENT_TYPE
-        else:
-            status, body, ctype = b"404 Not Found", b"metrics are at /metrics\n", b"text/plain"
-        head = (
-            b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n"
-            % (
-                status,
-                ctype,
-                len(body),
-                b"keep-alive" if keep_alive else b"close",
-            )
-        )
-        writer.write(head if method == b"HEAD" else head + body)
-        await writer.drain()
-        return keep_alive
+
+def _text(status: int, message: str) -> Response:
+    return status, [(b"content-type", b"text/plain; charset=utf-8")], message.encode() + b"\n"
 
 
 async def start_metrics_server(
@@ -395,9 +328,8 @@ async def start_metrics_server(
     """Serve ``/metrics`` and switch on latency histograms for every model (loaded or not)."""
     buckets = latency_buckets_from_env() if latency_buckets_ms is None else latency_buckets_ms
     bounds = _enable_histograms(buckets)
-    for record in list(dataplane.repository.models.values()):
-        for version in record.versions.values():
-            version.stats.enable_histograms(bounds)
+    for stats in dataplane.version_stats(ready_only=False):
+        stats.enable_histograms(bounds)
     registry = await asyncio.to_thread(build_registry, dataplane)  # NVML init can take a while
     server = MetricsServer(registry)
     await server.start(host, port)
