@@ -7,7 +7,7 @@ layout as the HTTP binary extension: little-endian, unpadded, BOOL one byte, BYT
 Responses are always raw, as Triton's are; ``tritonclient.grpc`` reads both.
 
 The wire-level checks (datatype, shape, element count, byte sizes, BYTES length prefixes) and
-their error texts are the HTTP codec's, reused from ``codecs.v2_http``, so a bad tensor gets the
+their error texts are shared with the HTTP codec (``codecs.v2``), so a bad tensor gets the
 same answer over either protocol. What the model expects (names, datatypes, dims, batch size)
 is checked once, by the data plane.
 
@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.codecs.v2_http import (
-    _VALID,
-    _WIRE,
+from accelserve.codecs.v2 import (
     DEFAULT_MAX_ELEMENTS,
-    _bytes_elements,
-    _check_bool_bytes,
-    _describe,
-    _element_count,
-    _output_bytes,
-    _output_datatype,
+    VALID_DATATYPES,
+    WIRE,
+    bytes_elements,
+    check_bool_bytes,
+    describe,
+    element_count,
+    output_bytes,
+    output_datatype,
 )
 from accelserve.errors import InvalidArgumentError
 from accelserve.protocol.grpc_service_pb2 import (
@@ -83,11 +83,11 @@ def decode_infer_request(
         datatype = tensor.datatype
         if datatype not in V2_TO_NUMPY:
             raise InvalidArgumentError(
-                f"input '{name}' 'datatype': expected one of {_VALID}; received "
-                f"{_describe(datatype) if datatype else 'nothing'}"
+                f"input '{name}' 'datatype': expected one of {VALID_DATATYPES}; received "
+                f"{describe(datatype) if datatype else 'nothing'}"
             )
         shape = list(tensor.shape)
-        count = _element_count(name, shape, max_elements)
+        count = element_count(name, shape, max_elements)
         if tensor.parameters and "shared_memory_region" in tensor.parameters:
             raise InvalidArgumentError(
                 f"input '{name}': shared memory (parameters.shared_memory_region) is not "
@@ -118,8 +118,8 @@ def decode_infer_request(
 
 def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: bytes) -> np.ndarray:
     if datatype == "BYTES":
-        return _bytes_elements(name, shape, count, data, 0, len(data))
-    wire = _WIRE[datatype]
+        return bytes_elements(name, shape, count, data, 0, len(data))
+    wire = WIRE[datatype]
     expected = count * wire.itemsize
     if len(data) != expected:
         raise InvalidArgumentError(
@@ -128,7 +128,7 @@ def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: by
         )
     array = np.ndarray(shape, wire, data)  # read-only view of the message's bytes: no copy
     if datatype == "BOOL":
-        _check_bool_bytes(name, array, "raw")
+        check_bool_bytes(name, array, "raw")
     return array
 
 
@@ -249,9 +249,9 @@ def encode_infer_response(
             )
         if type(array) is not np.ndarray:  # e.g. a NumPy scalar from a backend
             array = np.asarray(array)
-        datatype = _output_datatype(model_name, name, array)
+        datatype = output_datatype(model_name, name, array)
         tensors.add(name=name, datatype=datatype, shape=array.shape)
-        data = _output_bytes(model_name, name, array, datatype)
+        data = output_bytes(model_name, name, array, datatype)
         raws.append(data if type(data) is bytes else data.tobytes())
     response.raw_output_contents.extend(raws)
     return response

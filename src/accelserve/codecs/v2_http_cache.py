@@ -23,12 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.codecs.v2_http import (
-    DecodedRequest,
-    RequestedOutput,
-    decode_infer_request,
-    encode_infer_response,
-)
+from accelserve.codecs.v2 import DecodedRequest, RequestedOutput
+from accelserve.codecs.v2_http_decode import decode_infer_request
+from accelserve.codecs.v2_http_encode import encode_infer_response
 
 LIMIT = 256
 MAX_HEADER_BYTES = 4096  # longer request headers are decoded every time

@@ -4,7 +4,7 @@ The HTTP/1.1 transport is ``http_server`` (httptools under an asyncio.Protocol; 
 server is told there): the infer route is the hot path, and a framework's request/response
 objects and routing cost more than the whole V2 decode of a small tensor. Binary requests and
 responses go through ``codecs.v2_http_cache`` (a repeated JSON header is parsed once); JSON
-goes through orjson (codecs.v2_http): 8x faster than the standard library on the same bodies.
+goes through orjson (codecs.v2_http_json): 8x faster than the standard library on the same bodies.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from accelserve.codecs.v2_http import decode_json, encode_json
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
+from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import (
     AccelServeError,
