@@ -1,6 +1,10 @@
 """What the KServe V2 codecs of both transports share: the decoded request, the checks on a
 tensor's datatype and shape, and the binary tensor layout.
 
+Both decoders return a ``DecodedRequest``: the ``InferRequest`` the data plane runs, whose
+``outputs`` are ``RequestedOutput``s carrying the per-output options, so the frontends handle
+requests from either wire the same way.
+
 Binary tensor data (HTTP's binary extension, gRPC's ``raw_input_contents`` and
 ``raw_output_contents``) is little-endian, row-major and unpadded; BOOL is one byte (0 or 1); a
 BYTES element is a 4-byte little-endian length followed by that many bytes. The checks and their
@@ -12,14 +16,14 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 import numpy as np
 import orjson
 
 from accelserve.errors import InvalidArgumentError, ModelExecutionError
-from accelserve.types import NUMPY_TO_V2, V2_TO_NUMPY
+from accelserve.types import NUMPY_TO_V2, V2_TO_NUMPY, InferRequest
 
 MAX_DIMS = 64  # NumPy's limit on the number of dimensions of an array
 INT64_MAX = 2**63 - 1
@@ -37,19 +41,57 @@ WIRE: dict[str, np.dtype] = (
 )
 
 
-@dataclass(slots=True)
-class RequestedOutput:
-    name: str
-    binary: bool | None  # None: the request did not say (binary_data_output decides)
+class RequestedOutput(str):
+    """An output a request asks for, with its options: the string is the output's name.
+
+    ``binary`` is HTTP's ``binary_data``: None when the request did not say (``binary_data_output``
+    decides); gRPC responses are always raw. A str, so that a request's list of them is the
+    data plane's list of output names as it is, with no second list per request. It equals a
+    plain str of its name, and another ``RequestedOutput`` only when the options match too.
+    (The classification and shared-memory options are refused by both decoders.)
+    """
+
+    binary: bool | None
+
+    def __new__(cls, name: str, binary: bool | None = None) -> Self:
+        output = super().__new__(cls, name)
+        output.binary = binary
+        return output
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RequestedOutput):
+            return str.__eq__(self, other) and self.binary == other.binary
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
+
+    def __repr__(self) -> str:
+        return f"RequestedOutput({str.__repr__(self)}, binary={self.binary})"
 
 
 @dataclass(slots=True)
-class DecodedRequest:
-    id: str
-    inputs: dict[str, np.ndarray]
-    outputs: list[RequestedOutput]
-    parameters: dict[str, object]  # request-level parameters (priority, timeout, ...)
-    binary_data_output: bool
+class DecodedRequest(InferRequest):
+    """An infer request off either V2 wire: what the data plane runs, and how to answer it."""
+
+    outputs: list[RequestedOutput] = field(default_factory=list)  # empty: all, in model order
+    binary_data_output: bool = False  # HTTP: binary for outputs whose binary is None
+
+
+def uint_parameter(parameters: dict[str, object], key: str) -> int:
+    """Request parameter ``key`` (priority, timeout) as a non-negative integer; 0 if absent."""
+    value = parameters.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(
+            f"parameter '{key}': expected a non-negative integer; received {value!r}"
+        )
+    return value
 
 
 _SCALAR_KINDS: dict[type, str] = {

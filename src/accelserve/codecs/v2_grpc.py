@@ -26,12 +26,15 @@ from accelserve.codecs.v2 import (
     DEFAULT_MAX_ELEMENTS,
     VALID_DATATYPES,
     WIRE,
+    DecodedRequest,
+    RequestedOutput,
     bytes_elements,
     check_bool_bytes,
     describe,
     element_count,
     output_bytes,
     output_datatype,
+    uint_parameter,
 )
 from accelserve.errors import InvalidArgumentError
 from accelserve.protocol.grpc_service_pb2 import (
@@ -39,7 +42,7 @@ from accelserve.protocol.grpc_service_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from accelserve.types import V2_TO_NUMPY, InferRequest
+from accelserve.types import V2_TO_NUMPY
 
 # Which InferTensorContents field carries each datatype (FP16 and BF16 have none: raw only).
 CONTENTS_FIELD: dict[str, str] = {
@@ -62,8 +65,8 @@ _NARROW = frozenset({"INT8", "INT16", "UINT8", "UINT16"})
 
 def decode_infer_request(
     message: ModelInferRequest, max_elements: int = DEFAULT_MAX_ELEMENTS
-) -> InferRequest:
-    """A parsed ``ModelInferRequest`` -> ``InferRequest``; malformed parts raise
+) -> DecodedRequest:
+    """A parsed ``ModelInferRequest`` -> ``DecodedRequest``; malformed parts raise
     ``InvalidArgumentError`` naming the field, the expected and the received value."""
     raw = message.raw_input_contents
     inputs = message.inputs
@@ -105,14 +108,15 @@ def decode_infer_request(
     outputs = _requested_outputs(message) if message.outputs else []
     params = message.parameters
     if not params:  # tritonclient's default: no request parameters
-        return InferRequest(arrays, outputs, message.id)
-    return InferRequest(
+        return DecodedRequest(arrays, outputs, message.id)
+    parameters = parameters_dict(params)
+    return DecodedRequest(
         inputs=arrays,
         outputs=outputs,
         id=message.id,
-        priority=_uint_parameter(params, "priority"),
-        timeout_us=_uint_parameter(params, "timeout"),
-        parameters=parameters_dict(params),
+        priority=uint_parameter(parameters, "priority"),
+        timeout_us=uint_parameter(parameters, "timeout"),
+        parameters=parameters,
     )
 
 
@@ -179,8 +183,8 @@ def _typed_tensor(
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def _requested_outputs(message: ModelInferRequest) -> list[str]:
-    names: list[str] = []
+def _requested_outputs(message: ModelInferRequest) -> list[RequestedOutput]:
+    names: list[RequestedOutput] = []
     for index, output in enumerate(message.outputs):
         name = output.name
         if not name:
@@ -202,19 +206,8 @@ def _requested_outputs(message: ModelInferRequest) -> list[str]:
                     f"output '{name}': shared memory (parameters.shared_memory_region) is not "
                     f"supported; expected the data in the response"
                 )
-        names.append(name)
+        names.append(RequestedOutput(name))
     return names
-
-
-def _uint_parameter(params: Any, key: str) -> int:
-    if key not in params:
-        return 0
-    value = parameter_value(params[key])
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"parameter '{key}': expected a non-negative integer; received {value!r}"
-        )
-    return value
 
 
 def parameter_value(parameter: InferParameter) -> bool | int | str | float | None:

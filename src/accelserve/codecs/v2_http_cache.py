@@ -34,12 +34,22 @@ _InputPlan = tuple[str, np.dtype, tuple[int, ...], int]  # name, dtype, shape, o
 
 
 class _RequestPlan:
-    __slots__ = ("binary_output", "inputs", "outputs", "parameters", "size")
+    __slots__ = (
+        "binary_output",
+        "inputs",
+        "outputs",
+        "parameters",
+        "priority",
+        "size",
+        "timeout_us",
+    )
 
     def __init__(self, decoded: DecodedRequest, inputs: list[_InputPlan], size: int) -> None:
         self.inputs = inputs
         self.size = size  # the whole body's length
         self.outputs = decoded.outputs
+        self.priority = decoded.priority
+        self.timeout_us = decoded.timeout_us
         self.parameters = dict(decoded.parameters)  # the first request keeps its own
         self.binary_output = decoded.binary_data_output
 
@@ -65,7 +75,9 @@ def decode_request(body: bytes, header_length: int | None) -> DecodedRequest:
     }
     parameters = dict(plan.parameters) if plan.parameters else {}
     # The outputs list is shared between requests: nothing downstream changes it.
-    return DecodedRequest("", inputs, plan.outputs, parameters, plan.binary_output)
+    return DecodedRequest(
+        inputs, plan.outputs, "", plan.priority, plan.timeout_us, parameters, plan.binary_output
+    )
 
 
 def _remember_request(key: bytes, decoded: DecodedRequest, body: bytes) -> None:

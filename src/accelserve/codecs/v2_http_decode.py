@@ -25,6 +25,7 @@ from accelserve.codecs.v2 import (
     check_bool_bytes,
     describe,
     element_count,
+    uint_parameter,
 )
 from accelserve.codecs.v2_http_json import (
     check_unknown,
@@ -113,7 +114,15 @@ def decode_infer_request(
             f"request body has {size - json_end} bytes after the JSON header but the inputs' "
             f"binary_data_size values add up to {offset - json_end}"
         )
-    return DecodedRequest(request_id, arrays, requested, parameters, binary_output)
+    return DecodedRequest(
+        inputs=arrays,
+        outputs=requested,
+        id=request_id,
+        priority=uint_parameter(parameters, "priority"),
+        timeout_us=uint_parameter(parameters, "timeout"),
+        parameters=parameters,
+        binary_data_output=binary_output,
+    )
 
 
 _INPUT_KEYS = ("name", "datatype", "shape", "data", "parameters")

@@ -23,7 +23,6 @@ from accelserve.errors import (
     ModelNotFoundError,
 )
 from accelserve.frontends.http_server import Headers, Request, Response
-from accelserve.types import InferRequest
 
 log = logging.getLogger("accelserve.http")
 
@@ -110,16 +109,7 @@ class HttpFrontend:
                 )
             header_length = int(value)
         decoded = decode_request(request.body, header_length)
-        params = decoded.parameters
-        infer_request = InferRequest(
-            inputs=decoded.inputs,
-            outputs=[o.name for o in decoded.outputs],
-            id=decoded.id,
-            priority=_uint_param(params, "priority"),
-            timeout_us=_uint_param(params, "timeout"),
-            parameters=params,
-        )
-        response = await self.dataplane.infer(name, version, infer_request)
+        response = await self.dataplane.infer(name, version, decoded)
         payload, json_length = encode_response(
             response.model_name,
             response.model_version,
@@ -202,15 +192,6 @@ def _expect(method: str, expected: str, parts: list[str]) -> None:
         raise MethodNotAllowedError(
             f"method {method} is not allowed on /{'/'.join(parts)}; expected {expected}"
         )
-
-
-def _uint_param(params: dict[str, Any], key: str) -> int:
-    value = params.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"parameter '{key}': expected a non-negative integer; received {value!r}"
-        )
-    return value
 
 
 def _bearer(request: Request) -> str | None:
