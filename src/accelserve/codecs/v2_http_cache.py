@@ -86,7 +86,8 @@ def _remember_request(key: bytes, decoded: DecodedRequest, body: bytes) -> None:
     offset = len(key)
     inputs: list[_InputPlan] = []
     for name, array in decoded.inputs.items():
-        if array.base is not body or array.dtype.kind in "bO":
+        base: object = array.base  # the body itself for a binary input (numpy types it ndarray)
+        if base is not body or array.dtype.kind in "bO":
             return  # JSON data, or BOOL/BYTES bytes that must be checked every time
         inputs.append((name, array.dtype, array.shape, offset))
         offset += array.nbytes

@@ -37,6 +37,13 @@ _NUMBERS: frozenset[type] = frozenset({int, float})
 _ALLOWED: dict[str, frozenset[type]] = dict.fromkeys(V2_TO_NUMPY, _INTS)
 _ALLOWED.update(dict.fromkeys(("FP16", "FP32", "FP64", "BF16"), _NUMBERS))
 _ALLOWED.update(BOOL=frozenset({bool}), BYTES=frozenset({str}))
+# The largest finite value of each float type (ml_dtypes types no finfo: hence the ignore).
+_FLOAT_MAX: dict[str, float] = {
+    "FP16": 65504.0,
+    "FP32": float(np.finfo(np.float32).max),
+    "FP64": float(np.finfo(np.float64).max),
+    "BF16": float(ml_dtypes.finfo(ml_dtypes.bfloat16).max),  # type: ignore[no-untyped-call]
+}
 _KIND_NAMES = {
     frozenset({bool}): "JSON booleans (true/false)",
     frozenset({str}): "JSON strings",
@@ -158,7 +165,7 @@ def _fast_flatten(data: list[Any]) -> list[Any] | None:
 
 
 def _flatten_checked(
-    items: list[Any], out: list[Any], depth: int, name: str, datatype: str, allowed: frozenset
+    items: list[Any], out: list[Any], depth: int, name: str, datatype: str, allowed: frozenset[type]
 ) -> None:
     """Flatten any nesting, checking each leaf's kind and the nesting depth."""
     if depth > MAX_JSON_DEPTH:
@@ -189,13 +196,7 @@ def _out_of_range(name: str, datatype: str, dtype: np.dtype, flat: list[Any]) ->
             overflowed = np.isinf(np.asarray(flat, dtype=np.float64).astype(dtype))
         if overflowed.any():
             index = int(np.argmax(overflowed))
-            limit = float(
-                np.finfo(np.float32).max
-                if datatype == "FP32"
-                else 65504.0
-                if datatype == "FP16"
-                else ml_dtypes.finfo(dtype).max
-            )
+            limit = _FLOAT_MAX[datatype]
             return InvalidArgumentError(
                 f"input '{name}': {datatype} values must lie within +-{limit:g}; "
                 f"received {flat[index]!r} at element {index}"
