@@ -1,4 +1,4 @@
-"""Micro-benchmark of the KServe V2 HTTP codec (accelserve.codecs.v2_http).
+"""Micro-benchmark of the KServe V2 HTTP codec (accelserve.codecs.v2_http_decode/_encode).
 
 Times, per operation, decoding the `simple` model's request (two INT32[1,16] inputs, as
 tritonclient builds it, binary and JSON) plus encoding its response (two INT32[1,16] outputs),
@@ -32,7 +32,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from accelserve.codecs import v2_http  # noqa: E402
+from accelserve.codecs import v2, v2_http_decode, v2_http_encode  # noqa: E402
 from benchmarks import _report  # noqa: E402
 
 CSV = ROOT / "benchmarks" / "results" / "bench_codec.csv"
@@ -67,16 +67,16 @@ def simple_cases() -> dict[str, Callable[[], object]]:
 
         outputs = [http.InferRequestedOutput(n, binary_data=binary) for n in ("OUTPUT0", "OUTPUT1")]
         body, length = client.generate_request_body(client_inputs(), outputs=outputs)
-        decoded = v2_http.decode_infer_request(body, length)
+        decoded = v2_http_decode.decode_infer_request(body, length)
         results = {"OUTPUT0": a + b, "OUTPUT1": a - b}
-        response, response_length = v2_http.encode_infer_response(
+        response, response_length = v2_http_encode.encode_infer_response(
             "simple", "1", "", results, decoded.outputs, False
         )
 
         def ours(body: bytes = body, length: int | None = length) -> object:
-            request = v2_http.decode_infer_request(body, length)
+            request = v2_http_decode.decode_infer_request(body, length)
             x, y = request.inputs["INPUT0"], request.inputs["INPUT1"]
-            return v2_http.encode_infer_response(
+            return v2_http_encode.encode_infer_response(
                 "simple",
                 "1",
                 request.id,
@@ -110,10 +110,10 @@ def simple_cases() -> dict[str, Callable[[], object]]:
             return orjson.dumps(plain)
 
         def decode_only(body: bytes = body, length: int | None = length) -> object:
-            return v2_http.decode_infer_request(body, length)
+            return v2_http_decode.decode_infer_request(body, length)
 
-        def encode_only(d: v2_http.DecodedRequest = decoded, r: dict = results) -> object:
-            return v2_http.encode_infer_response(
+        def encode_only(d: v2.DecodedRequest = decoded, r: dict = results) -> object:
+            return v2_http_encode.encode_infer_response(
                 "simple", "1", "", r, d.outputs, d.binary_data_output
             )
 
@@ -142,8 +142,8 @@ def depth_cases() -> dict[str, Callable[[], object]]:
                 naive_walk(child, depth + 1)
 
     return {
-        "FP32[256,256] nested JSON: decode (accelserve)": lambda: v2_http.decode_infer_request(
-            body, None
+        "FP32[256,256] nested JSON: decode (accelserve)": lambda: (
+            v2_http_decode.decode_infer_request(body, None)
         ),
         "FP32[256,256] nested JSON: orjson.loads only": lambda: orjson.loads(body),
         "FP32[256,256] nested JSON: naive full depth walk": naive_walk,

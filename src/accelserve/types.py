@@ -6,6 +6,7 @@ ones ``TYPE_FP32``, ``TYPE_STRING``... BYTES tensors are NumPy object arrays of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ml_dtypes
@@ -78,7 +79,7 @@ class InferRequest:
     """
 
     inputs: dict[str, np.ndarray]
-    outputs: list[str] = field(default_factory=list)
+    outputs: Sequence[str] = field(default_factory=list)
     id: str = ""
     priority: int = 0  # 0 means the model's default_priority_level
     timeout_us: int = 0  # 0 means the model's default

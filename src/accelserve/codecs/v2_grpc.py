@@ -7,7 +7,7 @@ layout as the HTTP binary extension: little-endian, unpadded, BOOL one byte, BYT
 Responses are always raw, as Triton's are; ``tritonclient.grpc`` reads both.
 
 The wire-level checks (datatype, shape, element count, byte sizes, BYTES length prefixes) and
-their error texts are the HTTP codec's, reused from ``codecs.v2_http``, so a bad tensor gets the
+their error texts are shared with the HTTP codec (``codecs.v2``), so a bad tensor gets the
 same answer over either protocol. What the model expects (names, datatypes, dims, batch size)
 is checked once, by the data plane.
 
@@ -22,16 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.codecs.v2_http import (
-    _VALID,
-    _WIRE,
+from accelserve.codecs.v2 import (
     DEFAULT_MAX_ELEMENTS,
-    _bytes_elements,
-    _check_bool_bytes,
-    _describe,
-    _element_count,
-    _output_bytes,
-    _output_datatype,
+    VALID_DATATYPES,
+    WIRE,
+    DecodedRequest,
+    RequestedOutput,
+    bytes_elements,
+    check_bool_bytes,
+    describe,
+    element_count,
+    output_bytes,
+    output_datatype,
+    uint_parameter,
 )
 from accelserve.errors import InvalidArgumentError
 from accelserve.protocol.grpc_service_pb2 import (
@@ -39,7 +42,7 @@ from accelserve.protocol.grpc_service_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from accelserve.types import V2_TO_NUMPY, InferRequest
+from accelserve.types import V2_TO_NUMPY
 
 # Which InferTensorContents field carries each datatype (FP16 and BF16 have none: raw only).
 CONTENTS_FIELD: dict[str, str] = {
@@ -62,8 +65,8 @@ _NARROW = frozenset({"INT8", "INT16", "UINT8", "UINT16"})
 
 def decode_infer_request(
     message: ModelInferRequest, max_elements: int = DEFAULT_MAX_ELEMENTS
-) -> InferRequest:
-    """A parsed ``ModelInferRequest`` -> ``InferRequest``; malformed parts raise
+) -> DecodedRequest:
+    """A parsed ``ModelInferRequest`` -> ``DecodedRequest``; malformed parts raise
     ``InvalidArgumentError`` naming the field, the expected and the received value."""
     raw = message.raw_input_contents
     inputs = message.inputs
@@ -83,11 +86,11 @@ def decode_infer_request(
         datatype = tensor.datatype
         if datatype not in V2_TO_NUMPY:
             raise InvalidArgumentError(
-                f"input '{name}' 'datatype': expected one of {_VALID}; received "
-                f"{_describe(datatype) if datatype else 'nothing'}"
+                f"input '{name}' 'datatype': expected one of {VALID_DATATYPES}; received "
+                f"{describe(datatype) if datatype else 'nothing'}"
             )
         shape = list(tensor.shape)
-        count = _element_count(name, shape, max_elements)
+        count = element_count(name, shape, max_elements)
         if tensor.parameters and "shared_memory_region" in tensor.parameters:
             raise InvalidArgumentError(
                 f"input '{name}': shared memory (parameters.shared_memory_region) is not "
@@ -105,21 +108,22 @@ def decode_infer_request(
     outputs = _requested_outputs(message) if message.outputs else []
     params = message.parameters
     if not params:  # tritonclient's default: no request parameters
-        return InferRequest(arrays, outputs, message.id)
-    return InferRequest(
+        return DecodedRequest(arrays, outputs, message.id)
+    parameters = parameters_dict(params)
+    return DecodedRequest(
         inputs=arrays,
         outputs=outputs,
         id=message.id,
-        priority=_uint_parameter(params, "priority"),
-        timeout_us=_uint_parameter(params, "timeout"),
-        parameters=parameters_dict(params),
+        priority=uint_parameter(parameters, "priority"),
+        timeout_us=uint_parameter(parameters, "timeout"),
+        parameters=parameters,
     )
 
 
 def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: bytes) -> np.ndarray:
     if datatype == "BYTES":
-        return _bytes_elements(name, shape, count, data, 0, len(data))
-    wire = _WIRE[datatype]
+        return bytes_elements(name, shape, count, data, 0, len(data))
+    wire = WIRE[datatype]
     expected = count * wire.itemsize
     if len(data) != expected:
         raise InvalidArgumentError(
@@ -128,7 +132,7 @@ def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: by
         )
     array = np.ndarray(shape, wire, data)  # read-only view of the message's bytes: no copy
     if datatype == "BOOL":
-        _check_bool_bytes(name, array, "raw")
+        check_bool_bytes(name, array, "raw")
     return array
 
 
@@ -179,8 +183,8 @@ def _typed_tensor(
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def _requested_outputs(message: ModelInferRequest) -> list[str]:
-    names: list[str] = []
+def _requested_outputs(message: ModelInferRequest) -> list[RequestedOutput]:
+    names: list[RequestedOutput] = []
     for index, output in enumerate(message.outputs):
         name = output.name
         if not name:
@@ -202,19 +206,8 @@ def _requested_outputs(message: ModelInferRequest) -> list[str]:
                     f"output '{name}': shared memory (parameters.shared_memory_region) is not "
                     f"supported; expected the data in the response"
                 )
-        names.append(name)
+        names.append(RequestedOutput(name))
     return names
-
-
-def _uint_parameter(params: Any, key: str) -> int:
-    if key not in params:
-        return 0
-    value = parameter_value(params[key])
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"parameter '{key}': expected a non-negative integer; received {value!r}"
-        )
-    return value
 
 
 def parameter_value(parameter: InferParameter) -> bool | int | str | float | None:
@@ -249,9 +242,9 @@ def encode_infer_response(
             )
         if type(array) is not np.ndarray:  # e.g. a NumPy scalar from a backend
             array = np.asarray(array)
-        datatype = _output_datatype(model_name, name, array)
+        datatype = output_datatype(model_name, name, array)
         tensors.add(name=name, datatype=datatype, shape=array.shape)
-        data = _output_bytes(model_name, name, array, datatype)
+        data = output_bytes(model_name, name, array, datatype)
         raws.append(data if type(data) is bytes else data.tobytes())
     response.raw_output_contents.extend(raws)
     return response

@@ -23,12 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.codecs.v2_http import (
-    DecodedRequest,
-    RequestedOutput,
-    decode_infer_request,
-    encode_infer_response,
-)
+from accelserve.codecs.v2 import DecodedRequest, RequestedOutput
+from accelserve.codecs.v2_http_decode import decode_infer_request
+from accelserve.codecs.v2_http_encode import encode_infer_response
 
 LIMIT = 256
 MAX_HEADER_BYTES = 4096  # longer request headers are decoded every time
@@ -37,12 +34,22 @@ _InputPlan = tuple[str, np.dtype, tuple[int, ...], int]  # name, dtype, shape, o
 
 
 class _RequestPlan:
-    __slots__ = ("binary_output", "inputs", "outputs", "parameters", "size")
+    __slots__ = (
+        "binary_output",
+        "inputs",
+        "outputs",
+        "parameters",
+        "priority",
+        "size",
+        "timeout_us",
+    )
 
     def __init__(self, decoded: DecodedRequest, inputs: list[_InputPlan], size: int) -> None:
         self.inputs = inputs
         self.size = size  # the whole body's length
         self.outputs = decoded.outputs
+        self.priority = decoded.priority
+        self.timeout_us = decoded.timeout_us
         self.parameters = dict(decoded.parameters)  # the first request keeps its own
         self.binary_output = decoded.binary_data_output
 
@@ -68,7 +75,9 @@ def decode_request(body: bytes, header_length: int | None) -> DecodedRequest:
     }
     parameters = dict(plan.parameters) if plan.parameters else {}
     # The outputs list is shared between requests: nothing downstream changes it.
-    return DecodedRequest("", inputs, plan.outputs, parameters, plan.binary_output)
+    return DecodedRequest(
+        inputs, plan.outputs, "", plan.priority, plan.timeout_us, parameters, plan.binary_output
+    )
 
 
 def _remember_request(key: bytes, decoded: DecodedRequest, body: bytes) -> None:
@@ -77,7 +86,8 @@ def _remember_request(key: bytes, decoded: DecodedRequest, body: bytes) -> None:
     offset = len(key)
     inputs: list[_InputPlan] = []
     for name, array in decoded.inputs.items():
-        if array.base is not body or array.dtype.kind in "bO":
+        base: object = array.base  # the body itself for a binary input (numpy types it ndarray)
+        if base is not body or array.dtype.kind in "bO":
             return  # JSON data, or BOOL/BYTES bytes that must be checked every time
         inputs.append((name, array.dtype, array.shape, offset))
         offset += array.nbytes

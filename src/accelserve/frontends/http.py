@@ -4,7 +4,7 @@ The HTTP/1.1 transport is ``http_server`` (httptools under an asyncio.Protocol; 
 server is told there): the infer route is the hot path, and a framework's request/response
 objects and routing cost more than the whole V2 decode of a small tensor. Binary requests and
 responses go through ``codecs.v2_http_cache`` (a repeated JSON header is parsed once); JSON
-goes through orjson (codecs.v2_http): 8x faster than the standard library on the same bodies.
+goes through orjson (codecs.v2_http_json): 8x faster than the standard library on the same bodies.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from accelserve.codecs.v2_http import decode_json, encode_json
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
+from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
 from accelserve.frontends.errors import bearer_token, expect_method, http_status
 from accelserve.frontends.http_server import Headers, Request, Response
-from accelserve.types import InferRequest
 
 log = logging.getLogger("accelserve.http")
 
@@ -95,16 +94,7 @@ class HttpFrontend:
                 )
             header_length = int(value)
         decoded = decode_request(request.body, header_length)
-        params = decoded.parameters
-        infer_request = InferRequest(
-            inputs=decoded.inputs,
-            outputs=[o.name for o in decoded.outputs],
-            id=decoded.id,
-            priority=_uint_param(params, "priority"),
-            timeout_us=_uint_param(params, "timeout"),
-            parameters=params,
-        )
-        response = await self.dataplane.infer(name, version, infer_request)
+        response = await self.dataplane.infer(name, version, decoded)
         payload, json_length = encode_response(
             response.model_name,
             response.model_version,
@@ -175,12 +165,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
             f"request body: expected a JSON object; received {type(data).__name__}"
         )
     return data
-
-
-def _uint_param(params: dict[str, Any], key: str) -> int:
-    value = params.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"parameter '{key}': expected a non-negative integer; received {value!r}"
-        )
-    return value

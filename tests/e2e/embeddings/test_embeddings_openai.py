@@ -195,3 +195,4 @@ def test_unknown_route_and_method(minilm_server: ServerProcess) -> None:
     wrong = httpx.get(f"{minilm_server.base}/v1/embeddings", headers=headers)
     assert wrong.status_code == 405
     assert "expected POST" in wrong.json()["error"]["message"]
+    assert wrong.json()["error"]["code"] == "method_not_allowed"

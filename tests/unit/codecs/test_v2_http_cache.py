@@ -10,11 +10,9 @@ import pytest
 from v2_codec_helpers import DATATYPES, assert_same, binary_body, sample
 
 from accelserve.codecs import v2_http_cache as cache
-from accelserve.codecs.v2_http import (
-    RequestedOutput,
-    decode_infer_request,
-    encode_infer_response,
-)
+from accelserve.codecs.v2 import RequestedOutput
+from accelserve.codecs.v2_http_decode import decode_infer_request
+from accelserve.codecs.v2_http_encode import encode_infer_response
 from accelserve.errors import InvalidArgumentError
 
 OUTPUTS = [{"name": "OUT", "parameters": {"binary_data": True}}]

@@ -10,12 +10,10 @@ import orjson
 import pytest
 from v2_codec_helpers import bytes_wire, json_body
 
-from accelserve.codecs.v2_http import (
-    RequestedOutput,
-    decode_infer_request,
-    decode_json,
-    encode_infer_response,
-)
+from accelserve.codecs.v2 import RequestedOutput
+from accelserve.codecs.v2_http_decode import decode_infer_request
+from accelserve.codecs.v2_http_encode import encode_infer_response
+from accelserve.codecs.v2_http_json import decode_json
 from accelserve.errors import InvalidArgumentError
 
 

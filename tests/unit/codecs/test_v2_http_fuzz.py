@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from v2_codec_helpers import binary_body, json_body, sample, tensor_json
 
-from accelserve.codecs.v2_http import decode_infer_request
+from accelserve.codecs.v2_http_decode import decode_infer_request
 from accelserve.errors import InvalidArgumentError
 
 ODD_VALUES: list[Any] = [

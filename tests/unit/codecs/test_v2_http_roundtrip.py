@@ -16,13 +16,10 @@ from v2_codec_helpers import (
     tensor_json,
 )
 
-from accelserve.codecs.v2_http import (
-    RequestedOutput,
-    decode_infer_request,
-    decode_json,
-    encode_infer_response,
-    encode_json,
-)
+from accelserve.codecs.v2 import RequestedOutput
+from accelserve.codecs.v2_http_decode import decode_infer_request
+from accelserve.codecs.v2_http_encode import encode_infer_response
+from accelserve.codecs.v2_http_json import decode_json, encode_json
 
 
 @pytest.mark.parametrize("datatype", DATATYPES)

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 from v2_codec_helpers import DATATYPES, assert_same, sample
 
-from accelserve.codecs.v2_http import (
-    RequestedOutput,
-    decode_infer_request,
-    encode_infer_response,
-)
+from accelserve.codecs.v2 import RequestedOutput
+from accelserve.codecs.v2_http_decode import decode_infer_request
+from accelserve.codecs.v2_http_encode import encode_infer_response
 
 http = pytest.importorskip("tritonclient.http")
 Client = http.InferenceServerClient

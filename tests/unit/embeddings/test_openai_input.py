@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accelserve.frontends.openai import EmbeddingModel, OpenAIError, _parse_input
+from accelserve.frontends.openai import OpenAIError, _parse_input
+from accelserve.services.embeddings import EmbeddingModel
 
 MODEL = EmbeddingModel(
     name="m",
