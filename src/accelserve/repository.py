@@ -69,7 +69,13 @@ class ModelRepository:
         )
 
     async def load_all(self) -> None:
-        for name in self.scan():
+        """Load every model: those with backends concurrently (their loads run in threads, and
+        ONNX Runtime's session set-up, for one, releases the GIL while numba's imports hold it),
+        then the ensembles one after another, once their steps are loaded."""
+        names = self.scan()
+        ensembles = [name for name in names if _is_ensemble(self.root / name)]
+        await asyncio.gather(*(self.load(n) for n in names if n not in ensembles))
+        for name in ensembles:
             if name not in self.models:  # an ensemble loaded it as a step: once is enough
                 await self.load(name)
 
@@ -148,6 +154,16 @@ class ModelRepository:
                     row["reason"] = record.reason
                 rows.append(row)
         return rows
+
+
+def _is_ensemble(model_dir: Path) -> bool:
+    """Whether the model's config makes it an ensemble (a config that cannot be read: no; its
+    load records why)."""
+    try:
+        config = read_config(model_dir)
+    except AccelServeError:
+        return False
+    return config.HasField("ensemble_scheduling") or config.platform == "ensemble"
 
 
 def _looks_like_model(path: Path) -> bool:

@@ -53,6 +53,7 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
     )
     await repository.load_all()
+    release_free_memory()
 
     frontend = HttpFrontend(dataplane, extra=_openai_handler(dataplane))
     http = HttpServer(
@@ -94,6 +95,24 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere a
+    no-op). Loading leaves them behind: parsed model files, weights copied then packed, each
+    freed once its session is built, spread over the heaps of the threads that loaded the
+    models concurrently; glibc keeps them mapped until told otherwise (measured on the example
+    repository: 20 to 40 MiB of resident memory)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def _openai_handler(dataplane: DataPlane) -> Any:

@@ -5,8 +5,8 @@ Config parameters (``parameters { key: ... value { string_value: ... } }``):
 ``enable_tensorrt`` ("true" to put TensorRT before CUDA when it is installed).
 
 The CPU instances of one model file share its weights: the first reads the file's initializers
-once (with the ``onnx`` package, when installed) and every session uses those buffers in place
-(``SessionOptions.add_initializer``); the last ``unload`` frees them. Pre-packed copies stay per
+once (``onnx_initializers``, without the ``onnx`` package) and every session uses those buffers
+in place (``SessionOptions.add_initializer``); the last ``unload`` frees them. Pre-packed copies stay per
 session: ONNX Runtime's Python API has no ``PrepackedWeightsContainer``, and turning pre-packing
 off to share them doubles a short request's latency.
 """
@@ -116,7 +116,7 @@ class OnnxRuntimeBackend(Backend):
 
     def memory_bytes(self) -> int | None:
         """The shared weights' bytes, counted once: against the first instance still holding
-        them (the others report 0); None where nothing is shared (one instance, CUDA, no ``onnx``)."""
+        them (the others report 0); None where nothing is shared (one instance, CUDA)."""
         if self._weights is None:
             return None
         return self._weights.nbytes if self._weights.holders[0] is self else 0
@@ -137,11 +137,7 @@ class _SharedWeights:
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
-    def acquire(cls, path: Path, holder: OnnxRuntimeBackend) -> _SharedWeights | None:
-        try:
-            import onnx
-        except ImportError:  # without the onnx package each session reads its own weights
-            return None
+    def acquire(cls, path: Path, holder: OnnxRuntimeBackend) -> _SharedWeights:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         with cls._lock:
@@ -151,7 +147,7 @@ class _SharedWeights:
             if not entry.ready:
                 # unreadable here: nothing is shared and ONNX Runtime reports it when it loads
                 with contextlib.suppress(Exception):
-                    entry.values, entry.nbytes = _initializers(onnx.load(str(path)))
+                    entry.values, entry.nbytes = _initializers(path)
                 entry.ready = True
         return entry
 
@@ -162,22 +158,14 @@ class _SharedWeights:
                 del self._cache[self.key]
 
 
-def _initializers(model: Any) -> tuple[dict[str, Any], int]:
-    from onnx import numpy_helper
+def _initializers(path: Path) -> tuple[dict[str, Any], int]:
+    from accelserve.backends.onnx_initializers import read_initializers
 
-    values, nbytes = {}, 0
-    for tensor in model.graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        # Small tensors (shapes, scalars) are left to ONNX Runtime, which folds them into the
-        # graph; plain numeric types only (no strings, no ml_dtypes).
-        if (
-            array.nbytes >= _MIN_SHARED_BYTES
-            and array.dtype.kind in "biuf"
-            and array.dtype.isbuiltin
-        ):
-            values[tensor.name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
-            nbytes += array.nbytes
-    return values, nbytes
+    # Small tensors (shapes, scalars) are left to ONNX Runtime, which folds them into the
+    # graph; plain numeric types only (no strings, no ml_dtypes).
+    arrays = read_initializers(path, min_bytes=_MIN_SHARED_BYTES)
+    values = {name: ort.OrtValue.ortvalue_from_numpy(a) for name, a in arrays.items()}
+    return values, sum(a.nbytes for a in arrays.values())
 
 
 _MIN_SHARED_BYTES = 128
