@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.config import input_specs, output_specs, read_config, select_versions
+from accelserve.config import (
+    input_specs,
+    is_ensemble,
+    output_specs,
+    read_config,
+    select_versions,
+)
 from accelserve.devices import resolve_device
 from accelserve.ensemble import Graph, collect_outputs
 from accelserve.errors import ConfigError
@@ -140,7 +146,7 @@ def load(path: str | Path, device: str = "cpu", version: str = "") -> LocalModel
     model_dir = Path(path)
     if model_dir.is_dir():
         config = read_config(model_dir)
-        if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+        if is_ensemble(config):
             return LocalEnsemble(
                 model_dir,
                 config,

@@ -198,6 +198,11 @@ def validate_config(config: ModelConfig) -> None:
                     )
 
 
+def is_ensemble(config: ModelConfig) -> bool:
+    """Whether the config describes Triton's ``ensemble`` platform (a pipeline of models)."""
+    return config.HasField("ensemble_scheduling") or config.platform == "ensemble"
+
+
 def read_config(model_dir: Path) -> ModelConfig:
     config_path = model_dir / "config.pbtxt"
     if config_path.is_file():

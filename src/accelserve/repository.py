@@ -19,6 +19,7 @@ from accelserve.backends.base import Backend
 from accelserve.config import (
     complete_config,
     input_specs,
+    is_ensemble,
     output_specs,
     read_config,
     select_versions,
@@ -163,7 +164,7 @@ def _is_ensemble(model_dir: Path) -> bool:
         config = read_config(model_dir)
     except AccelServeError:
         return False
-    return config.HasField("ensemble_scheduling") or config.platform == "ensemble"
+    return is_ensemble(config)
 
 
 def _looks_like_model(path: Path) -> bool:
@@ -257,7 +258,7 @@ def plan_placements(root: str | Path, default_device: str = "auto") -> list[dict
     for name in repository.scan():
         try:
             config = read_config(repository.root / name)
-            if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+            if is_ensemble(config):
                 rows.append({"model": name, "devices": [], "ensemble": True})
                 continue
             devices = instance_devices(config, default_device)
@@ -279,7 +280,7 @@ async def load_versions(
     """Load the versions of one model: a platform built on other models through its row of
     ``PLATFORMS``, any other platform as backend instances behind a scheduler."""
     config = read_config(model_dir)
-    platform = "ensemble" if config.HasField("ensemble_scheduling") else config.platform
+    platform = "ensemble" if is_ensemble(config) else config.platform
     loader = PLATFORMS.get(platform, _load_backend_versions)
     return await loader(model_dir, config, default_device, repository)
 

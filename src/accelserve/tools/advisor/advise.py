@@ -137,7 +137,13 @@ def batch_sizes(text: str, max_batch_size: int, request_rows: int) -> list[int]:
 
 def inspect_model(model_dir: Path, device: Device) -> Target:
     """Read the config and complete it by loading the model once on ``device``."""
-    from accelserve.config import input_specs, parse_config, read_config, select_versions
+    from accelserve.config import (
+        input_specs,
+        is_ensemble,
+        parse_config,
+        read_config,
+        select_versions,
+    )
     from accelserve.errors import ConfigError
     from accelserve.repository import load_backend
     from accelserve.tools.bench.inputs import InputSpec, ModelInfo
@@ -145,7 +151,7 @@ def inspect_model(model_dir: Path, device: Device) -> Target:
     if not model_dir.is_dir():
         raise ConfigError(f"model directory '{model_dir}': expected a directory; it does not exist")
     config = read_config(model_dir)
-    if config.HasField("ensemble_scheduling") or config.platform == "ensemble":
+    if is_ensemble(config):
         raise ConfigError(f"model '{config.name}': an ensemble has no instances to place")
     version = select_versions(model_dir, config)[-1]
     try:
