@@ -212,6 +212,22 @@ def bytes_elements(
     return array.reshape(shape)
 
 
+def output_tensor(
+    model_name: str, name: str, outputs: dict[str, np.ndarray]
+) -> tuple[np.ndarray, str]:
+    """The output ``name`` as an array, with its V2 datatype; a clear error when the model has
+    no such output."""
+    array = outputs.get(name)
+    if array is None:
+        raise InvalidArgumentError(
+            f"requested output '{name}' is not an output of model '{model_name}'; "
+            f"expected one of {', '.join(outputs)}"
+        )
+    if type(array) is not np.ndarray:  # e.g. a NumPy scalar from a backend
+        array = np.asarray(array)
+    return array, output_datatype(model_name, name, array)
+
+
 def output_datatype(model_name: str, name: str, array: np.ndarray) -> str:
     dtype = array.dtype
     if dtype.kind in "OSU":

@@ -33,7 +33,7 @@ from accelserve.codecs.v2 import (
     describe,
     element_count,
     output_bytes,
-    output_datatype,
+    output_tensor,
     uint_parameter,
 )
 from accelserve.errors import InvalidArgumentError
@@ -234,15 +234,7 @@ def encode_infer_response(
     tensors = response.outputs
     raws: list[bytes] = []
     for name in requested or outputs:
-        array = outputs.get(name)
-        if array is None:
-            raise InvalidArgumentError(
-                f"requested output '{name}' is not an output of model '{model_name}'; "
-                f"expected one of {', '.join(outputs)}"
-            )
-        if type(array) is not np.ndarray:  # e.g. a NumPy scalar from a backend
-            array = np.asarray(array)
-        datatype = output_datatype(model_name, name, array)
+        array, datatype = output_tensor(model_name, name, outputs)
         tensors.add(name=name, datatype=datatype, shape=array.shape)
         data = output_bytes(model_name, name, array, datatype)
         raws.append(data if type(data) is bytes else data.tobytes())

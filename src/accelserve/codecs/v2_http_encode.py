@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.codecs.v2 import RequestedOutput, output_bytes, output_datatype
+from accelserve.codecs.v2 import RequestedOutput, output_bytes, output_tensor
 from accelserve.codecs.v2_http_json import encode_json
 from accelserve.errors import InvalidArgumentError, ModelExecutionError
 
@@ -32,15 +32,7 @@ def encode_infer_response(
     entries: list[dict[str, Any]] = []
     buffers: list[Any] = []
     for name, binary in selection:
-        array = outputs.get(name)
-        if array is None:
-            raise InvalidArgumentError(
-                f"requested output '{name}' is not an output of model '{model_name}'; "
-                f"expected one of {', '.join(outputs)}"
-            )
-        if type(array) is not np.ndarray:  # e.g. a NumPy scalar from a backend
-            array = np.asarray(array)
-        datatype = output_datatype(model_name, name, array)
+        array, datatype = output_tensor(model_name, name, outputs)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             raw = output_bytes(model_name, name, array, datatype)
