@@ -328,7 +328,7 @@ def scrape_cost(models: int = 20, seconds: float = 2.0) -> dict[str, float]:
     import httpx
 
     from accelserve.dataplane import DataPlane
-    from accelserve.metrics import generate, start_metrics_server
+    from accelserve.frontends.metrics import generate, start_metrics_server
     from accelserve.repository import ModelRepository
     from accelserve.tools.examples.build import BUILDERS
 
