@@ -1,4 +1,9 @@
-"""Shared helpers for benchmark scripts: CSV rows, machine description, PERFORMANCE.md blocks.
+"""Shared helpers for benchmark scripts: where results go, CSV rows, machine description,
+PERFORMANCE.md blocks.
+
+Every CSV and chart a benchmark writes lives in ``benchmarks/results/``, named after the
+benchmark that wrote it (``bench_simple.csv``, ``bench_kernels_cpu.png``): scripts ask
+``result_path`` for it and never build the folder path themselves.
 
 Each benchmark owns one block of docs/PERFORMANCE.md between ``<!-- BEGIN name -->`` and
 ``<!-- END name -->`` markers and rewrites only that block, so benchmarks never clobber each
@@ -19,6 +24,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PERFORMANCE_MD = ROOT / "docs" / "PERFORMANCE.md"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+def result_path(name: str) -> Path:
+    """``benchmarks/results/<name>``: the one place benchmark CSVs, charts and logs go."""
+    if not name.startswith("bench_") and not name.endswith(".log"):
+        raise ValueError(f"result {name!r}: name it after its benchmark, e.g. 'bench_simple.csv'")
+    return RESULTS_DIR / name
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` as written in docs and messages: relative to the repository root."""
+    return path.relative_to(ROOT).as_posix()
+
+
+def link_from_docs(path: Path) -> str:
+    """``path`` as a link in docs/PERFORMANCE.md (relative to docs/)."""
+    return os.path.relpath(path, PERFORMANCE_MD.parent).replace(os.sep, "/")
 
 
 def commit() -> str:

@@ -3,8 +3,8 @@
     python -m benchmarks.kernels.run                  # CPU (or --device cuda / tpu / auto)
     python -m benchmarks.kernels.run --ops l2_normalize,reduce --quick
 
-Appends every measurement to benchmarks/kernels/results.csv, draws
-benchmarks/kernels/results_<device>.png, and rewrites the ``kernels`` block of
+Appends every measurement to benchmarks/results/bench_kernels.csv, draws
+benchmarks/results/bench_kernels_<device>.png, and rewrites the ``kernels`` block of
 docs/PERFORMANCE.md from the latest run of each device in the CSV (so a GPU run keeps the
 CPU table and vice versa).
 """
@@ -21,10 +21,8 @@ from pathlib import Path
 
 from benchmarks import _report
 from benchmarks.kernels._common import Context, Measurement
-from benchmarks.kernels.summary import render
+from benchmarks.kernels.summary import CSV_PATH, chart_path, render
 
-HERE = Path(__file__).resolve().parent
-CSV_PATH = HERE / "results.csv"
 OPS = ("matmul", "linear", "add", "reduce", "l2_normalize", "masked_mean_pool_l2")
 FIELDS = [
     "run_id", "date", "commit", "device", "device_name", "machine", "command", "load", "cpu_threads",
@@ -140,10 +138,9 @@ def _render(redraw: bool = False) -> None:
     for key in {(r["device"], r["cpu_threads"]) for r in history}:
         latest = max(r["run_id"] for r in history if (r["device"], r["cpu_threads"]) == key)
         rows: list[dict[str, object]] = [dict(r) for r in history if r["run_id"] == latest]
-        suffix = "" if key[1] == "policy" else f"_threads{key[1]}"
         first = rows[0]
         title = f"accelserve kernels on {first['device_name']} ({first['date']})"
-        draw(rows, HERE / f"results_{key[0]}{suffix}.png", title)
+        draw(rows, chart_path(*key), title)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render-only",
         action="store_true",
-        help="only rewrite the kernels block of docs/PERFORMANCE.md from results.csv",
+        help="only rewrite the kernels block of docs/PERFORMANCE.md from bench_kernels.csv",
     )
     args = parser.parse_args(argv)
     if args.render_only:
@@ -206,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_record:
         return 0
     _report.append_csv(CSV_PATH, [{k: row.get(k, "") for k in FIELDS} for row in rows])
-    png = HERE / f"results_{device}{f'_threads{args.cpu_threads}' if args.cpu_threads else ''}.png"
+    png = chart_path(device, meta["cpu_threads"])
     draw(rows, png, f"accelserve kernels on {meta['device_name']} ({meta['date']})")
     _render()
     print(f"appended {len(rows)} rows to {CSV_PATH}, drew {png}, updated {_report.PERFORMANCE_MD}")

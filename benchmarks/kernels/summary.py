@@ -1,11 +1,15 @@
-"""Render the ``kernels`` block of docs/PERFORMANCE.md from results.csv: the latest run of each
-device, the targets from the kernel issue checked against it, and the full table."""
+"""Render the ``kernels`` block of docs/PERFORMANCE.md from benchmarks/results/bench_kernels.csv:
+the latest run of each device, the targets from the kernel issue checked against it, and the
+full table."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from benchmarks._report import markdown_table
+from benchmarks._report import markdown_table, repo_relative, result_path
+
+CSV_PATH = result_path("bench_kernels.csv")
 
 Row = dict[str, str]
 
@@ -82,6 +86,11 @@ def _suffix(threads: str) -> str:
     return "" if threads == "policy" else f"_threads{threads}"
 
 
+def chart_path(device: str, threads: str) -> Path:
+    """The chart of one device's latest run (``threads``: "policy" or a thread count)."""
+    return result_path(f"bench_kernels_{device}{_suffix(threads)}.png")
+
+
 CPU_NOTES = """\
 Reading the CPU numbers:
 
@@ -136,8 +145,8 @@ def render(history: list[Row]) -> str:
             f"- Command: `{first['command']}`",
             f"- 1-minute load average during the run (other processes share the host): "
             f"{first.get('load', '?')}",
-            f"- Chart: `benchmarks/kernels/results_{device}{_suffix(threads)}.png`; raw rows: "
-            "`benchmarks/kernels/results.csv`",
+            f"- Chart: `{repo_relative(chart_path(device, threads))}`; raw rows: "
+            f"`{repo_relative(CSV_PATH)}`",
             "- Times are p50 over rounds in which our kernel, the vendor's and (for memory-bound "
             "ops) a plain copy ran in turn; p20/p80 are in the CSV.",
             "",

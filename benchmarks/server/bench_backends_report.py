@@ -7,15 +7,13 @@ import math
 import statistics
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from accelserve.tools.bench import StepResult
 from accelserve.tools.bench.sweep import percentile
 from benchmarks import _report
 from benchmarks.server import mlp_models as mlp
 
-HERE = Path(__file__).resolve().parent
-CSV = HERE.parent / "results" / "bench_backends.csv"
+CSV = _report.result_path("bench_backends.csv")
 LABELS = {
     "onnx": "ONNX Runtime",
     "torch": "PyTorch (torch.export)",

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from accelserve.codecs import v2, v2_http_decode, v2_http_encode  # noqa: E402
 from benchmarks import _report  # noqa: E402
 
-CSV = ROOT / "benchmarks" / "results" / "bench_codec.csv"
+CSV = _report.result_path("bench_codec.csv")
 
 
 def measure(fn: Callable[[], object], repeat: int, budget_s: float) -> tuple[float, float, float]:

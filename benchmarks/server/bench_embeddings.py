@@ -593,7 +593,7 @@ def main() -> int:
     md, csv_rows = report(off, servers, args, elapsed, load)
     print(md)
     if not args.no_write:
-        _report.append_csv(ROOT / "benchmarks/results/bench_embeddings.csv", csv_rows)
+        _report.append_csv(_report.result_path("bench_embeddings.csv"), csv_rows)
         _report.write_section("server-embeddings", md)
         print(
             "[bench] wrote benchmarks/results/bench_embeddings.csv and docs/PERFORMANCE.md",

@@ -46,7 +46,6 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import _report  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 CONCURRENCY = [1, 16, 64]
 ON, OFF, TRITON, FLOOR = "accelserve", "accelserve-metrics-off", "triton", "floor"
 LABELS = {
@@ -145,7 +144,7 @@ def start_server(name: str, ready_timeout: float) -> Running:
 
     if name == FLOOR:
         port = free_port()
-        log = open(RESULTS / "floor-server.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(_report.result_path("floor-server.log"), "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, __file__, "--floor-server", str(port)],
             stdout=log,
@@ -329,7 +328,7 @@ def scrape_cost(models: int = 20, seconds: float = 2.0) -> dict[str, float]:
     import httpx
 
     from accelserve.dataplane import DataPlane
-    from accelserve.metrics import generate, start_metrics_server
+    from accelserve.frontends.metrics import generate, start_metrics_server
     from accelserve.repository import ModelRepository
     from accelserve.tools.examples.build import BUILDERS
 
@@ -477,7 +476,7 @@ def report(
         for runs in (on, off):
             if runs.steps.get(conc):
                 csv_rows.append(_csv_row("metrics-pair", runs, conc, on_vs_off=_plain(ratio, 1.0)))
-    _report.append_csv(RESULTS / "bench_grpc.csv", csv_rows)
+    _report.append_csv(_report.result_path("bench_grpc.csv"), csv_rows)
     scrape_ms = statistics.median(on.scrapes) * 1e3 if on.scrapes else math.nan
     pair_header = ["conc", "on req/s", "off req/s", "on vs off (median of rounds)"]
     pair_header += ["each round, %", "p99 ms on / off", "server CPU us/req on / off", "failed"]
@@ -509,7 +508,7 @@ C++ server does not pay; accelserve's gap to the floor is the data plane, the ba
 Runtime. Client CPU per request is the load generator's (all its threads).
 """
     _report.write_section("server-grpc", markdown)
-    _png(peers, RESULTS / "bench_grpc.png")
+    _png(peers, _report.result_path("bench_grpc.png"))
     print(markdown)
 
 
@@ -596,7 +595,7 @@ def main() -> int:
     if args.floor_server:
         floor_server(args.floor_server)
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    _report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     names = [n for n in (ON, TRITON, FLOOR) if n not in args.skip]
     peers = {name: Runs(name) for name in names}
     for repeat in range(args.repeats):

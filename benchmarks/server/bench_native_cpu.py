@@ -36,7 +36,7 @@ from accelserve.kernels.cpu.linear import LinearChain, linear  # noqa: E402
 from benchmarks import _report  # noqa: E402
 from benchmarks.server import mlp_models as mlp  # noqa: E402
 
-CSV = ROOT / "benchmarks" / "results" / "bench_native_cpu.csv"
+CSV = _report.result_path("bench_native_cpu.csv")
 Layers = list[tuple[np.ndarray, np.ndarray, str | None]]
 
 

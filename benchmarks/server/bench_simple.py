@@ -13,7 +13,8 @@ Each repeat starts every server in turn (order rotated between repeats), times i
 `accelserve.tools.bench` in this process (the load generator shares the 2 cores, as in issue 2's
 target), reads its resident memory (process tree) and stops it: only one server runs at a time.
 Reports medians over repeats, ratios against Triton and Ray Serve measured in the same run;
-writes benchmarks/server/results.csv, a PNG, and docs/PERFORMANCE.md's `server-simple` block.
+writes benchmarks/results/bench_simple.csv, bench_simple_<protocol>.png, and docs/PERFORMANCE.md's
+`server-simple` block.
 
 accelserve and Triton get V2 binary tensors (tritonclient's default); Ray Serve, LitServe and the
 Starlette floor get V2 JSON, the only form they implement. accelserve is one more peer: if it
@@ -44,7 +45,6 @@ from benchmarks import _report  # noqa: E402
 from benchmarks.server.peers import launch  # noqa: E402
 from benchmarks.server.peers.launch import PEERS, PeerError, start  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 GRPC_PEERS = (
     "accelserve",
     "accelserve-nopoll",
@@ -292,8 +292,9 @@ def main() -> int:
     print(resources)
     if args.no_write:
         return 0
-    _report.append_csv(HERE / "results.csv", csv_rows)
-    png = HERE / f"simple_{args.protocol}.png"
+    csv_path = _report.result_path("bench_simple.csv")
+    _report.append_csv(csv_path, csv_rows)
+    png = _report.result_path(f"bench_simple_{args.protocol}.png")
     write_png(all_runs, args, png)
     command = " ".join(["python", "benchmarks/server/bench_simple.py", *sys.argv[1:]])
     if os.environ.get("ACCELSERVE_ARGS"):  # extra `accelserve serve` flags (see peers/launch.py)
@@ -327,7 +328,7 @@ server's process tree (Ray: driver, GCS, raylet, proxy, replica and helpers).
 
 {resources}
 
-![simple over {args.protocol}](../benchmarks/server/{png.name})
+![simple over {args.protocol}]({_report.link_from_docs(png)})
 
 Commands:
 
@@ -337,7 +338,7 @@ bash benchmarks/server/peers/setup.sh
 ```
 """
     _report.write_section(block, md)
-    print(f"[bench] wrote {HERE / 'results.csv'}, {png} and docs/PERFORMANCE.md block {block!r}")
+    print(f"[bench] wrote {csv_path}, {png} and docs/PERFORMANCE.md block {block!r}")
     return 0
 
 

@@ -44,7 +44,7 @@ from benchmarks.server.bench_backends import wait_for_quiet  # noqa: E402
 from benchmarks.server.peers import launch  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "model_repository"
-CSV = ROOT / "benchmarks" / "results" / "bench_startup.csv"
+CSV = _report.result_path("bench_startup.csv")
 SECTION = "server-startup"
 FRAMEWORK_LIBRARIES = {"torch": "libtorch", "jax": "/jaxlib/", "tensorflow": "libtensorflow"}
 # (case, what is measured, limit, unit): issue 11 item 7

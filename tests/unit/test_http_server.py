@@ -4,32 +4,73 @@ the read-pause threshold, the idle keep-alive timeout and the graceful stop."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from accelserve.frontends.http_server import HttpServer, Request, Response
+from accelserve.frontends.http_server import Handler, HttpServer, Request, Response
 
 uvloop = pytest.importorskip("uvloop")
 BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+class SlowGate:
+    """``/slow`` holds its answer until the test releases it: a slow handler the test controls."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()  # the handler is running
+        self.release = asyncio.Event()  # the handler may answer
+
+
+class FakeClock:
+    """The server's idle clock: time moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._read = asyncio.Event()
+
+    def __call__(self) -> float:
+        self._read.set()
+        return self.now
+
+    async def next_read(self) -> None:
+        """Wait until the server reads the clock again (on an idle connection: its sweep)."""
+        self._read.clear()
+        await self._read.wait()
 
 
 def render_error(status: int, message: str) -> Response:
     return status, [(b"content-type", b"text/plain")], message.encode()
 
 
-async def handler(request: Request) -> Response:
-    if request.path == "/big":
-        return 200, [], BIG
-    if request.path == "/boom":
-        raise RuntimeError("handler bug")
-    if request.path == "/slow":
-        await asyncio.sleep(0.3)
-    return 200, [(b"x-path", request.path.encode())], request.body or request.path.encode()
+def make_handler(gate: SlowGate | None = None) -> Handler:
+    async def handler(request: Request) -> Response:
+        if request.path == "/big":
+            return 200, [], BIG
+        if request.path == "/boom":
+            raise RuntimeError("handler bug")
+        if request.path == "/slow":
+            assert gate is not None, "/slow needs a gate"
+            gate.entered.set()
+            await gate.release.wait()
+        return 200, [(b"x-path", request.path.encode())], request.body or request.path.encode()
+
+    return handler
 
 
-async def start(**kwargs: float | bool) -> HttpServer:
-    server = HttpServer(handler, render_error, max_body_bytes=1 << 20, **kwargs)
+async def start(
+    gate: SlowGate | None = None,
+    keep_alive_s: float = 60.0,
+    clock: FakeClock | None = None,
+    keep_alive_header: bool = False,
+) -> HttpServer:
+    server = HttpServer(
+        make_handler(gate),
+        render_error,
+        max_body_bytes=1 << 20,
+        keep_alive_s=keep_alive_s,
+        keep_alive_header=keep_alive_header,
+        clock=clock or FakeClock(),  # idle time moves only when a test moves it
+    )
     await server.start("127.0.0.1", 0)
     return server
 
@@ -82,34 +123,43 @@ def test_many_pipelined_requests_past_the_read_pause() -> None:
 
 def test_idle_keep_alive_connections_are_closed() -> None:
     async def main() -> None:
-        server = await start(keep_alive_s=0.2)
+        clock = FakeClock()
+        server = await start(keep_alive_s=0.05, clock=clock)  # a sweep every 0.05 s
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(get("/a"))
-        assert (await read_response(reader))[0] == 200
-        start_t = time.monotonic()
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
-        assert 0.15 < time.monotonic() - start_t < 2
-        writer.close()
-        await server.stop()
+        try:
+            writer.write(get("/a"))
+            assert (await read_response(reader))[0] == 200
+            clock.now += 0.04  # idle, but not for keep_alive_s yet
+            await clock.next_read()  # a sweep has looked at the connection and kept it
+            writer.write(get("/b"))
+            status, _, body = await read_response(reader)
+            assert status == 200 and body == b"/b"  # still open
+            clock.now += 0.06  # now idle past keep_alive_s since /b
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+            assert not server.connections
+        finally:  # a failure above must not leave the loop with a live server
+            writer.close()
+            await server.stop()
 
     uvloop.run(main())
 
 
 def test_stop_answers_requests_in_flight_and_closes_idle_connections() -> None:
     async def main() -> None:
-        server = await start()
+        gate = SlowGate()
+        server = await start(gate)
         busy_r, busy_w = await asyncio.open_connection("127.0.0.1", server.port)
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", server.port)
         idle_w.write(get("/warm"))
         await read_response(idle_r)
         busy_w.write(get("/slow") + get("/queued"))  # the second is pipelined behind
-        await asyncio.sleep(0.05)
+        await gate.entered.wait()  # /slow is being answered
         stopping = asyncio.ensure_future(server.stop())
-        await asyncio.sleep(0.05)
         assert await asyncio.wait_for(idle_r.read(), 1) == b""  # idle: closed at once
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", server.port)  # no longer accepting
         assert not stopping.done()  # still answering /slow
+        gate.release.set()
         status, headers, body = await read_response(busy_r)
         assert status == 200 and body == b"/slow" and "connection" not in headers
         status, headers, body = await read_response(busy_r)
@@ -137,6 +187,6 @@ def test_keep_alive_header_when_asked() -> None:
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="max_body_bytes"):
-        HttpServer(handler, render_error, max_body_bytes=0)
+        HttpServer(make_handler(), render_error, max_body_bytes=0)
     with pytest.raises(ValueError, match="keep_alive_s"):
-        HttpServer(handler, render_error, max_body_bytes=1, keep_alive_s=0)
+        HttpServer(make_handler(), render_error, max_body_bytes=1, keep_alive_s=0)

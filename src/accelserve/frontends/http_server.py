@@ -86,6 +86,7 @@ class HttpServer:
         keep_alive_s: float = 60.0,
         on_response: Callable[[], None] | None = None,
         keep_alive_header: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: expected >= 1; received {max_body_bytes}")
@@ -103,6 +104,7 @@ class HttpServer:
             if keep_alive_header
             else b"content-length: %d\r\n\r\n"
         )
+        self.clock = clock  # idle time for keep-alive; tests pass a fake one
         self._sweep_s = min(_SWEEP_S, keep_alive_s)
         self.stopping = False
         self.connections: set[_Connection] = set()
@@ -133,7 +135,7 @@ class HttpServer:
             self._sweeper.cancel()
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for connection in list(self.connections):
             if not connection.busy() and now - connection.last_active > self.keep_alive_s:
                 connection.close()
@@ -152,7 +154,8 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.last_active = time.monotonic()
+        self.clock = server.clock
+        self.last_active = self.clock()
         # The message being received.
         self.receiving = False
         self.url = b""
@@ -182,7 +185,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.broken:
             return  # the parser stopped at an error; the connection closes after answering
-        self.last_active = time.monotonic()
+        self.last_active = self.clock()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -276,7 +279,7 @@ class _Connection(asyncio.Protocol):
             if self.read_paused and not self.write_paused:
                 self._resume_reading()
         self.task = None
-        self.last_active = time.monotonic()
+        self.last_active = self.clock()
         if self.closing and not self.receiving:
             self.close()
 

@@ -3,7 +3,8 @@
 It is a real HTTP/1.1 server on 127.0.0.1 with keep-alive, the binary tensor extension and
 Triton-shaped /stats, serving a toy `simple` (INPUT0, INPUT1 INT32 [16] -> sum, difference).
 Faults can be injected: every Nth infer answered 400 (counted as a failure in /stats, as Triton
-does), or every Mth connection dropped without an answer (the server never counts it).
+does), or every Mth connection dropped without an answer (the server never counts it). A slow
+model is a test's own coroutine, awaited before each infer is answered (``before_infer``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +42,7 @@ class ToyServer:
     drop_every: int = 0
     chunked_metadata: bool = False
     stats_route: bool = True
-    delay_s: float = 0.0  # per infer: a slow model
+    before_infer: Callable[[], Awaitable[None]] | None = None  # per infer: a slow model
     connections: int = 0
     port: int = 0
     infers: int = 0
@@ -159,8 +161,8 @@ class ToyServer:
                     self.infers += 1
                     writer.close()
                     return
-                if self.delay_s and path.endswith("/infer"):
-                    await asyncio.sleep(self.delay_s)
+                if self.before_infer is not None and path.endswith("/infer"):
+                    await self.before_infer()
                 status, payload, _ = self._route(method, path, headers, body)
                 chunked = self.chunked_metadata and path == "/v2/models/simple"
                 head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"

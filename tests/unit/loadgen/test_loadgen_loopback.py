@@ -100,9 +100,14 @@ def test_request_rate_beyond_the_server_is_capped_and_reported_late(
     from accelserve.tools.bench import runner
 
     monkeypatch.setattr(runner, "MAX_OPEN_LOOP_CONNECTIONS", 2)
+    now = [1000.0]  # the runner's clock: it moves only when the model answers
+    monkeypatch.setattr(runner, "clock", lambda: now[0])
+
+    async def slow_model() -> None:  # each answer takes 20 ms of that clock
+        now[0] += 0.02
 
     async def main():
-        async with toy_server_factory(delay_s=0.02) as server:  # 2 connections: <= 100/s
+        async with toy_server_factory(before_infer=slow_model) as server:
             settings = _settings(server.port, request_rates=[400.0], duration_s=0.3, warmup_s=0)
             return server, await bench(settings)
 
@@ -110,7 +115,8 @@ def test_request_rate_beyond_the_server_is_capped_and_reported_late(
     (r,) = outcome.steps
     assert server.connections <= 3  # the control connection plus the capped two
     assert r.failed == 0 and r.late > 0 and r.counts_match
-    assert r.throughput < 120  # what two connections to a 20 ms model can carry
+    assert r.ok == 120  # every request scheduled in 0.3 s at 400/s was sent, late or not
+    assert r.throughput < 120  # a 20 ms model carries 50/s here: far below the 400/s asked
 
 
 def test_server_without_stats_still_benchmarks(toy_server_factory) -> None:

@@ -33,6 +33,7 @@ from accelserve.tools.bench.transport import Session, Transport
 
 STATS_SETTLE_S = 1.0  # how long to wait for the server's counters to catch up with our count
 MAX_OPEN_LOOP_CONNECTIONS = 512  # a rate the server cannot keep up with must not exhaust sockets
+clock: Callable[[], float] = time.perf_counter  # every time the runner reads; tests fake it
 
 
 @dataclass
@@ -91,7 +92,7 @@ class _Budget:
 async def _closed_loop(
     session: Session, sets: int, start: int, rec: _Recorder, budget: _Budget
 ) -> None:
-    perf = time.perf_counter
+    perf = clock
     latencies, i = rec.latencies, start
     t0 = perf()
     while budget.take(t0):
@@ -119,7 +120,7 @@ async def _open_loop(
 ) -> None:
     """Send on schedule; each request takes an idle connection or opens one (up to a cap;
     past it, requests wait for a connection and show up as late)."""
-    perf = time.perf_counter
+    perf = clock
     pending: set[asyncio.Task[None]] = set()
     returned = asyncio.Event()
     opened = len(idle)
@@ -219,13 +220,13 @@ class Runner:
         """Server counters are updated just after the response is written: poll briefly."""
         if before is None:
             return None
-        deadline = time.perf_counter() + STATS_SETTLE_S
+        deadline = clock() + STATS_SETTLE_S
         while True:
             after = await self._snapshot()
             if after is None:
                 return None
             d = delta(before, after)
-            if d.total >= issued or time.perf_counter() > deadline:
+            if d.total >= issued or clock() > deadline:
                 return d
             await asyncio.sleep(0.01)
 
@@ -256,7 +257,7 @@ class Runner:
     async def _ticker(self, label: str, rec: _Recorder, t0: float, total: str) -> None:
         while True:
             await asyncio.sleep(0.5)
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             rate = rec.done / elapsed if elapsed > 0 else 0.0
             self.progress.show(
                 f"{label}: {elapsed:5.1f}{total} s  {rec.done} requests  {rate:,.0f}/s  "
@@ -268,12 +269,12 @@ class Runner:
         spec = self.spec
         if spec.warmup_s > 0:
             self.progress.show(f"{label}: warming up {spec.warmup_s:g} s")
-            warm = _Budget(time.perf_counter() + spec.warmup_s, None)
+            warm = _Budget(clock() + spec.warmup_s, None)
             await self._drive(mode, level, warm, _Recorder())
         before = await self._snapshot()
         rec = _Recorder()
         cpu0 = time.process_time()
-        t0 = time.perf_counter()
+        t0 = clock()
         duration = spec.duration_s if spec.requests is None else math.inf
         budget = _Budget(t0 + (duration or 0.0), spec.requests)
         total = f"/{duration:g}" if spec.requests is None else ""
@@ -282,7 +283,7 @@ class Runner:
             await self._drive(mode, level, budget, rec)
         finally:
             ticker.cancel()
-        end = rec.last_done or time.perf_counter()
+        end = rec.last_done or clock()
         cpu = time.process_time() - cpu0
         issued = rec.done
         server = await self._settled_delta(before, issued)
