@@ -294,7 +294,11 @@ def main() -> int:
         return 0
     csv_path = _report.result_path("bench_simple.csv")
     _report.append_csv(csv_path, csv_rows)
-    png = _report.result_path(f"bench_simple_{args.protocol}.png")
+    # a block of its own (e.g. a baseline comparison) keeps the main block's chart as it is
+    chart = (
+        f"bench_{args.block.replace('-', '_')}" if args.block else f"bench_simple_{args.protocol}"
+    )
+    png = _report.result_path(f"{chart}.png")
     write_png(all_runs, args, png)
     command = " ".join(["python", "benchmarks/server/bench_simple.py", *sys.argv[1:]])
     if os.environ.get("ACCELSERVE_ARGS"):  # extra `accelserve serve` flags (see peers/launch.py)
@@ -306,7 +310,8 @@ def main() -> int:
         if args.protocol == "http"
         else "gRPC ModelInfer with raw_input_contents"
     )
-    md = f"""## `simple` over {args.protocol.upper()}: accelserve vs Triton, Ray Serve, LitServe, Starlette
+    servers = " vs ".join(runs.label for runs in all_runs.values())
+    md = f"""## `simple` over {args.protocol.upper()}: {servers}
 
 Machine: {_report.machine()}; load average {load_before:.2f} at start (a shared machine:
 other work may run beside it). Date {_report.today()}, commit {_report.commit()}.
