@@ -23,8 +23,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PERFORMANCE_MD = ROOT / "docs" / "PERFORMANCE.md"
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+# A dry run (scripts/device_check.py) points both elsewhere, so it never touches the real ones.
+PERFORMANCE_MD = Path(
+    os.environ.get("ACCELSERVE_PERFORMANCE_MD") or ROOT / "docs" / "PERFORMANCE.md"
+).resolve()
+RESULTS_DIR = Path(
+    os.environ.get("ACCELSERVE_RESULTS_DIR") or ROOT / "benchmarks" / "results"
+).resolve()
 
 
 def result_path(name: str) -> Path:
@@ -35,8 +40,10 @@ def result_path(name: str) -> Path:
 
 
 def repo_relative(path: Path) -> str:
-    """``path`` as written in docs and messages: relative to the repository root."""
-    return path.relative_to(ROOT).as_posix()
+    """``path`` as written in docs and messages: relative to the repository root (absolute
+    when outside it, as in a dry run's output folder)."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.as_posix()
 
 
 def link_from_docs(path: Path) -> str:

@@ -54,6 +54,12 @@ class Context:
     device: str  # "cpu" | "cuda" | "tpu"
     quick: bool = False
     peak_flops: float | None = None
+    tiny: bool = False  # a dry run (scripts/device_check.py): each module's "tiny" shapes
+
+    @property
+    def key(self) -> str:
+        """The row of a bench module's per-device tables (SHAPES, DTYPES) this run uses."""
+        return "tiny" if self.tiny else self.device
 
     def array(self, shape: tuple[int, ...], dtype: str, seed: int = 0, scale: float = 1.0) -> Any:
         return self.put(random_array(shape, dtype, seed, scale))

@@ -13,8 +13,9 @@ CASES = {
     "cpu": [((4096, 1024), (1024,)), ((4096, 1024), (4096, 1024))],
     "cuda": [((8192, 8192), (8192,)), ((8192, 8192), (8192, 8192))],
     "tpu": [((8192, 8192), (8192,)), ((8192, 8192), (8192, 8192))],
+    "tiny": [((64, 32), (32,))],
 }
-DTYPE = {"cpu": "float32", "cuda": "bfloat16", "tpu": "bfloat16"}
+DTYPE = {"cpu": "float32", "cuda": "bfloat16", "tpu": "bfloat16", "tiny": "float32"}
 
 
 def _vendor(ctx: Context) -> Callable[[Any, Any], Any]:
@@ -34,9 +35,9 @@ def _vendor(ctx: Context) -> Callable[[Any, Any], Any]:
 
 def run(ctx: Context) -> list[Measurement]:
     vendor_fn = _vendor(ctx)
-    dtype = DTYPE[ctx.device]
+    dtype = DTYPE[ctx.key]
     out: list[Measurement] = []
-    for sa, sb in CASES[ctx.device]:
+    for sa, sb in CASES[ctx.key]:
         a, b = ctx.array(sa, dtype, 1), ctx.array(sb, dtype, 2)
         moved = 2 * nbytes_of(a) + nbytes_of(b)  # read a and b, write an a-sized output
         case = "row broadcast" if len(sb) == 1 else "same shape"

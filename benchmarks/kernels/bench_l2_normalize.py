@@ -17,8 +17,14 @@ SHAPES = {
     "cpu": [(4096, 1024), (16384, 1024), (64, 384)],
     "cuda": [(4096, 4096), (4096, 8192)],
     "tpu": [(4096, 4096), (4096, 8192)],
+    "tiny": [(64, 32)],
 }
-DTYPES = {"cpu": ["float32"], "cuda": ["float32", "bfloat16"], "tpu": ["float32", "bfloat16"]}
+DTYPES = {
+    "cpu": ["float32"],
+    "cuda": ["float32", "bfloat16"],
+    "tpu": ["float32", "bfloat16"],
+    "tiny": ["float32"],
+}
 EPS = 1e-12
 
 
@@ -40,8 +46,8 @@ def _vendor(ctx: Context) -> Any:
 def run(ctx: Context) -> list[Measurement]:
     vendor_fn = _vendor(ctx)
     out: list[Measurement] = []
-    for dtype in DTYPES[ctx.device]:
-        for shape in SHAPES[ctx.device][:1] if ctx.quick else SHAPES[ctx.device]:
+    for dtype in DTYPES[ctx.key]:
+        for shape in SHAPES[ctx.key][:1] if ctx.quick else SHAPES[ctx.key]:
             x = ctx.array(shape, dtype, 1)
             fn = partial(kernels.l2_normalize, x)
             ours = [("rows", kernels.resolve_provider("l2_normalize", x), fn)]

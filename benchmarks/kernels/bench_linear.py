@@ -10,10 +10,18 @@ from benchmarks.kernels._common import Context, Measurement
 
 SHAPES = {
     "cpu": [(256, 384, 1536), (4096, 1024, 1024)],
-    "cuda": [(8192, 4096, 4096), (256, 384, 1536)],
+    # serving shapes: batch 1-64 through 384- to 4096-wide layers
+    "cuda": [
+        (8192, 4096, 4096),
+        (256, 384, 1536),
+        (1, 384, 384),
+        (16, 1024, 1024),
+        (64, 4096, 4096),
+    ],
     "tpu": [(8192, 4096, 4096)],
+    "tiny": [(8, 32, 64)],
 }
-DTYPE = {"cpu": "float32", "cuda": "bfloat16", "tpu": "bfloat16"}
+DTYPE = {"cpu": "float32", "cuda": "bfloat16", "tpu": "bfloat16", "tiny": "float32"}
 
 
 def _vendors(ctx: Context, activation: str) -> dict[str, Any]:
@@ -60,8 +68,8 @@ def _vendors(ctx: Context, activation: str) -> dict[str, Any]:
 
 def run(ctx: Context) -> list[Measurement]:
     out: list[Measurement] = []
-    dtype = DTYPE[ctx.device]
-    for m, k, n in SHAPES[ctx.device][:1] if ctx.quick else SHAPES[ctx.device]:
+    dtype = DTYPE[ctx.key]
+    for m, k, n in SHAPES[ctx.key][:1] if ctx.quick else SHAPES[ctx.key]:
         x, w = ctx.array((m, k), dtype, 1), ctx.array((k, n), dtype, 2, scale=0.05)
         b = ctx.array((n,), dtype, 3)
         for activation in ("gelu", "silu"):

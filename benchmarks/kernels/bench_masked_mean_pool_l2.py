@@ -24,8 +24,14 @@ SHAPES = {
     "cpu": [(32, 128, 1024), (64, 256, 384)],
     "cuda": [(64, 512, 1024), (256, 128, 4096)],
     "tpu": [(64, 512, 1024)],
+    "tiny": [(2, 8, 32)],
 }
-DTYPES = {"cpu": ["float32"], "cuda": ["float32", "bfloat16"], "tpu": ["bfloat16"]}
+DTYPES = {
+    "cpu": ["float32"],
+    "cuda": ["float32", "bfloat16"],
+    "tpu": ["bfloat16"],
+    "tiny": ["float32"],
+}
 EPS = 1e-12
 
 
@@ -63,8 +69,8 @@ def run(ctx: Context) -> list[Measurement]:
     vendor_fn = _vendor(ctx)
     out: list[Measurement] = []
     op = "masked_mean_pool_l2"
-    for dtype in DTYPES[ctx.device]:
-        shapes = SHAPES[ctx.device][:1] if ctx.quick else SHAPES[ctx.device]
+    for dtype in DTYPES[ctx.key]:
+        shapes = SHAPES[ctx.key][:1] if ctx.quick else SHAPES[ctx.key]
         for b, t, h in shapes:
             hidden = ctx.array((b, t, h), dtype, 1)
             lengths = np.random.default_rng(2).integers(1, t + 1, size=b)

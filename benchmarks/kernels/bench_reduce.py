@@ -21,8 +21,14 @@ SHAPES = {
     "cpu": [(4096, 1024), (16384, 1024)],
     "cuda": [(4096, 4096), (4096, 8192)],
     "tpu": [(4096, 4096), (4096, 8192)],
+    "tiny": [(64, 32)],
 }
-DTYPES = {"cpu": ["float32"], "cuda": ["float32", "bfloat16"], "tpu": ["float32", "bfloat16"]}
+DTYPES = {
+    "cpu": ["float32"],
+    "cuda": ["float32", "bfloat16"],
+    "tpu": ["float32", "bfloat16"],
+    "tiny": ["float32"],
+}
 
 
 def _vendor(ctx: Context, op: str, axis: int | None) -> Any:
@@ -45,8 +51,8 @@ def _vendor(ctx: Context, op: str, axis: int | None) -> Any:
 
 def run(ctx: Context) -> list[Measurement]:
     out: list[Measurement] = []
-    for dtype in DTYPES[ctx.device]:
-        for si, shape in enumerate(SHAPES[ctx.device][:1] if ctx.quick else SHAPES[ctx.device]):
+    for dtype in DTYPES[ctx.key]:
+        for si, shape in enumerate(SHAPES[ctx.key][:1] if ctx.quick else SHAPES[ctx.key]):
             x = ctx.array(shape, dtype, 1)
             read = nbytes_of(x)
             cases: list[tuple[str, int | None, str]] = [

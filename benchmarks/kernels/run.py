@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}"
     )
     parser.add_argument("--quick", action="store_true", help="fewer shapes and runs")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny shapes: the dry run of scripts/device_check.py"
+    )
     parser.add_argument("--no-record", action="store_true", help="print only: no CSV, PNG or docs")
     parser.add_argument(
         "--cpu-threads",
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu_threads:
         os.environ["ACCELSERVE_CPU_THREADS"] = str(args.cpu_threads)
     device = _device(args.device)
-    ctx = Context(device, quick=args.quick, peak_flops=_peak_flops(device))
+    ctx = Context(device, quick=args.quick, peak_flops=_peak_flops(device), tiny=args.tiny)
     meta = {
         "run_id": dt.datetime.now().strftime("%Y%m%dT%H%M%S"),
         "date": _report.today(),
