@@ -8,7 +8,8 @@ REPO ?= examples/model_repository
 TORCH_PIN ?= torch==2.13.0
 HTTP_PORT ?= 8000
 
-.PHONY: serve test install install-test lint typecheck bench-kernels bench-server clean
+.PHONY: serve test install install-test lint typecheck bench-kernels bench-server clean \
+	device-check device-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +33,8 @@ test: install-test
 	$(BIN)/python -m pytest -q
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
 bench-kernels: install-test
@@ -41,6 +42,14 @@ bench-kernels: install-test
 
 bench-server: install-test
 	$(BIN)/python -m benchmarks.server.bench_simple
+
+# On a leased accelerator (no .venv there): the image's python3; see docs/device-check.md.
+# DRY_RUN=1 runs it on the CPU (tests/e2e/test_device_check_dry_run.py does, in `make test`).
+device-check:
+	python3 scripts/device_check.py
+
+device-wheels:
+	bash scripts/device-wheels.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
