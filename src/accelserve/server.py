@@ -104,13 +104,9 @@ def release_free_memory() -> None:
     models concurrently; glibc keeps them mapped until told otherwise (measured on the example
     repository: 20 to 40 MiB of resident memory)."""
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    # The process's own symbols: libc is loaded already, no need to look for its file.
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
 
