@@ -64,17 +64,27 @@ def test_multi_row_requests_count_by_rows(build: Build) -> None:
 
 
 def test_batches_are_spread_over_idle_instances(build: Build) -> None:
-    calls = threading.Semaphore(0)  # one release lets one batch finish
-    backends = [Doubler(gate=calls), Doubler(gate=calls)]
+    # One gate per instance: a permit lets exactly that instance finish one batch, so neither
+    # can run ahead and take the other's batch (and no batch waits for a permit inline, on the
+    # loop the test needs to hand permits out).
+    backends = [Doubler(gate=threading.Semaphore(0)), Doubler(gate=threading.Semaphore(0))]
     sched = build(dynamic(4), *backends)
+
+    def each_holds(n: int) -> bool:
+        return all(len(b.batches) == n for b in backends)
+
+    def release_each() -> None:
+        for b in backends:
+            assert isinstance(b.gate, threading.Semaphore)
+            b.gate.release()
 
     async def main() -> None:
         tasks = [asyncio.ensure_future(sched.infer(request(i))) for i in range(16)]
-        await until(lambda: all(b.entered.is_set() for b in backends))
         # Both instances hold a batch at once: two at a time, not in a row.
-        calls.release(2)
-        await until(lambda: sched.stats.execution_count == 2)
-        calls.release(2)
+        await until(lambda: each_holds(1))
+        release_each()
+        await until(lambda: each_holds(2))
+        release_each()
         for i, out in enumerate(await asyncio.gather(*tasks)):
             check(out, i)
 
