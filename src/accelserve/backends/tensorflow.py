@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,12 @@ def _tensorflow() -> Any:
     with _setup_lock:
         if _tf_module is None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO banners in the log
+            # TensorFlow's TFLite converter imports jax when it is installed (for converting
+            # jax functions, never used to serve): hide it during the import so a server pays
+            # only for the frameworks its models use; a jax model imports it later as usual.
+            hide_jax = "jax" not in sys.modules
+            if hide_jax:
+                sys.modules["jax"] = None  # type: ignore[assignment]
             try:
                 tf = importlib.import_module("tensorflow")
             except ImportError:
@@ -189,6 +196,9 @@ def _tensorflow() -> Any:
                     "platform 'tensorflow_savedmodel' needs TensorFlow, which is not installed; "
                     "install accelserve[tf] (tensorflow-cpu) or tensorflow"
                 ) from None
+            finally:
+                if hide_jax:
+                    sys.modules.pop("jax", None)
             for gpu in tf.config.list_physical_devices("GPU"):
                 try:
                     tf.config.experimental.set_memory_growth(gpu, True)
