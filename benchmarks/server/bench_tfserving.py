@@ -1,7 +1,7 @@
 """Triton's `simple` through accelserve's TF Serving REST route against its KServe V2 JSON route,
 in one server, in the same run.
 
-    python -m benchmarks.server.bench_tfserving [--repeats 5] [--duration 3] [--conc 1 16]
+    python -m benchmarks.server.bench_tfserving [--repeats 7] [--duration 1.5] [--conc 1 16]
 
 One accelserve process serves `simple` (ONNX Runtime); for each repeat and concurrency the three
 request forms take turns (order rotated between repeats): V2 JSON (`POST /v2/models/simple/infer`),
@@ -128,8 +128,8 @@ def _start_server(repository: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--duration", type=float, default=1.5)
     parser.add_argument("--conc", type=int, nargs="+", default=[1, 16])
     args = parser.parse_args()
     from accelserve.tools.examples.build import BUILDERS
@@ -140,6 +140,7 @@ def main() -> int:
         shutil.copy(ROOT / "examples" / "model_repository" / "simple" / "config.pbtxt", target)
         BUILDERS["simple"](target)
         process, port = _start_server(Path(tmp))
+        load = [os.getloadavg()[0]]
         try:
             rps: dict[tuple[str, int], list[float]] = {}
             forms = list(FORMS)
@@ -151,13 +152,16 @@ def main() -> int:
                         rps.setdefault((form, conc), []).append(value)
                         print(f"[bench] {form} c={conc}: {value:.0f} req/s", file=sys.stderr)
         finally:
+            load.append(os.getloadavg()[0])
             process.terminate()
             process.wait(30)
-    _write(rps, args)
+    _write(rps, args, load)
     return 0
 
 
-def _write(rps: dict[tuple[str, int], list[float]], args: argparse.Namespace) -> None:
+def _write(
+    rps: dict[tuple[str, int], list[float]], args: argparse.Namespace, load: list[float]
+) -> None:
     machine, commit, date = _report.machine(), _report.commit(), _report.today()
     rows, csv_rows = [], []
     for conc in args.conc:
@@ -184,6 +188,8 @@ three request forms take turns on the same server, closed loops of keep-alive HT
 connections driven from this process (sharing the cores), {args.duration:g} s each after a
 warm-up, medians over {args.repeats} repeats. Both TF Serving forms carry the same numbers as
 the V2 JSON body; only the wire format differs (the data plane, batcher and model are shared).
+The host's 1-minute load average was {load[0]:.1f} at the start and {load[1]:.1f} at the
+end (other work shares its cores): read the ratios, not the absolute rates.
 
 {table}
 

@@ -38,6 +38,10 @@ from accelserve.types import TensorSpec
 ROW, COLUMNAR = "instances", "inputs"
 _B64 = "b64"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# The dtypes orjson writes from NumPy arrays directly (native byte order).
+_ORJSON_DTYPES = frozenset(
+    np.dtype(f"{kind}{bits}") for kind in ("int", "uint") for bits in (8, 16, 32, 64)
+) | frozenset(map(np.dtype, ("bool", "float16", "float32", "float64")))
 
 
 @dataclass(slots=True)
@@ -153,13 +157,17 @@ def _tensor(spec: TensorSpec, value: Any, where: str) -> np.ndarray:
         array = np.empty(count, dtype=object)
         array[:] = [_bytes(item, where, index) for index, item in enumerate(flat)]
         return array.reshape(shape)
-    for index, item in enumerate(flat):
-        if type(item) is dict:
+    try:
+        return json_tensor(spec.name, spec.datatype, shape, count, flat)
+    except InvalidArgumentError:
+        objects = [index for index, item in enumerate(flat) if type(item) is dict]
+        if objects:
             raise InvalidArgumentError(
                 f"{where}: {spec.datatype} values must be JSON numbers or booleans; received "
-                f'an object at element {index} (base64 {{"b64": ...}} is for DT_STRING inputs)'
-            )
-    return json_tensor(spec.name, spec.datatype, shape, count, flat)
+                f'an object at element {objects[0]} (base64 {{"b64": ...}} is for DT_STRING '
+                f"inputs)"
+            ) from None
+        raise
 
 
 def _shape_and_leaves(value: Any, where: str) -> tuple[list[int], list[Any]]:
@@ -243,14 +251,13 @@ def _rows(values: dict[str, Any], outputs: dict[str, np.ndarray]) -> Any:
 
 def _json_ready(name: str, array: np.ndarray) -> Any:
     """What orjson can write: C-contiguous native numbers, or nested lists for the rest."""
-    kind = array.dtype.kind
-    if kind in "SUO":
+    if array.dtype in _ORJSON_DTYPES:
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    if array.dtype.kind in "SUO":
         binary = name.endswith("_bytes")
         texts = np.frompyfunc(lambda v: _text(v, binary), 1, 1)(array)
         return np.asarray(texts, dtype=object).tolist()
-    if kind not in "biuf" or array.dtype.itemsize > 8 or array.dtype.name == "bfloat16":
-        array = array.astype(np.float32)  # BF16 (an ml_dtypes kind 'V') and friends
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array, dtype=np.float32)  # BF16 (ml_dtypes) and the like
 
 
 def _text(value: Any, binary: bool) -> Any:

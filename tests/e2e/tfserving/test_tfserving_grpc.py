@@ -217,6 +217,8 @@ def test_errors(stub: Stub) -> None:
     no_field = pb.GetModelMetadataRequest(model_spec=pb.ModelSpec(name="simple"))
     code, text = _code(stub.GetModelMetadata, no_field)
     assert code == INVALID and "signature_def" in text
+    code, text = _code(stub.Predict, _request("", **ok))
+    assert code == INVALID and "model_spec.name" in text
     status = pb.GetModelStatusRequest(model_spec=pb.ModelSpec(name="nope"))
     assert _code(stub.GetModelStatus, status)[0] == NOT_FOUND
     assert _code(stub.multi, b"")[0] == grpc.StatusCode.UNIMPLEMENTED
