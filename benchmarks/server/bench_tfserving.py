@@ -11,9 +11,9 @@ client) for `--duration` seconds after a warm-up; every response is checked once
 median req/s over repeats and each TF Serving form's ratio to V2 JSON; writes
 benchmarks/results/bench_tfserving.csv and docs/PERFORMANCE.md's `server-tfserving` block.
 
-TensorFlow Serving itself is not measured: its `tensorflow_model_server` binary (a Docker image
-or an apt package from Google's repository) cannot be installed on this machine, and the
-`tensorflow-serving-api` wheel holds only its client stubs.
+TensorFlow Serving itself is not measured: its `tensorflow_model_server` binary ships as a Docker
+image or an apt package from Google's own repository, and this machine has neither a Docker
+daemon nor that repository; the `tensorflow-serving-api` wheel holds only client stubs.
 """
 
 from __future__ import annotations
@@ -167,9 +167,11 @@ def _write(
     for conc in args.conc:
         base = statistics.median(rps[("V2 JSON", conc)])
         for form in FORMS:
-            value = statistics.median(rps[(form, conc)])
+            values = rps[(form, conc)]
+            value = statistics.median(values)
             ratio = "1.00x (baseline)" if form == "V2 JSON" else f"{value / base:.2f}x"
-            rows.append([conc, form, f"{value:.0f}", ratio])
+            spread = f"{min(values):.0f}-{max(values):.0f}"
+            rows.append([conc, form, f"{value:.0f}", spread, ratio])
             csv_rows.append(
                 {"scenario": "simple", "route": form, "concurrency": conc,
                  "rps_median": round(value, 1), "ratio_vs_v2_json": round(value / base, 3),
@@ -177,7 +179,8 @@ def _write(
                  "device": machine, "commit": commit, "date": date}
             )  # fmt: skip
     _report.append_csv(_report.result_path("bench_tfserving.csv"), csv_rows)
-    table = _report.markdown_table(["connections", "route", "req/s (median)", "vs V2 JSON"], rows)
+    header = ["connections", "route", "req/s (median)", "req/s (min-max)", "vs V2 JSON"]
+    table = _report.markdown_table(header, rows)
     _report.write_section(
         "server-tfserving",
         f"""## TF Serving REST route vs KServe V2 JSON (`simple`, one server)
@@ -193,9 +196,9 @@ end (other work shares its cores): read the ratios, not the absolute rates.
 
 {table}
 
-TensorFlow Serving's own server is not in the table: its `tensorflow_model_server` binary cannot
-be installed here (it ships as a Docker image or an apt package from Google's repository; the
-`tensorflow-serving-api` wheel holds only client stubs).
+TensorFlow Serving's own server is not in the table: its `tensorflow_model_server` binary ships
+as a Docker image or an apt package from Google's own repository, and this machine has neither a
+Docker daemon nor that repository (the `tensorflow-serving-api` wheel holds only client stubs).
 
 Command: `{_report.command_line()}`""",
     )
