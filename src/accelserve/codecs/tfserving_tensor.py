@@ -36,7 +36,9 @@ _TYPED_FIELD: dict[str, str] = {
     "BF16": "half_val",
     "BYTES": "string_val",
 }
-_HALF_BITS = np.dtype("<u2")
+# How many elements repeating the last typed value may fill: the repetition is TensorFlow's rule,
+# and without a bound a 4-byte message could ask for gigabytes.
+MAX_REPEATED_ELEMENTS = 1 << 24
 
 
 def decode_tensor(name: str, tensor: TensorProto, max_elements: int = 2**32) -> np.ndarray:
@@ -90,6 +92,12 @@ def _from_values(name: str, datatype: str, shape: list[int], count: int, values:
         raise InvalidArgumentError(
             f"input '{name}': shape {shape} holds {count} elements; received {given} values in "
             f"{field} (and no tensor_content)"
+        )
+    if given < count > MAX_REPEATED_ELEMENTS:
+        raise InvalidArgumentError(
+            f"input '{name}': {given} values in {field} for shape {shape} ({count} elements): "
+            f"repeating the last value fills at most {MAX_REPEATED_ELEMENTS} elements; send "
+            f"every value or use tensor_content"
         )
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)

@@ -197,6 +197,13 @@ def test_bad_tensors(tensor: TensorProto, words: tuple[str, ...]) -> None:
         assert word in info.value.message
 
 
+def test_repeating_the_last_value_is_bounded() -> None:
+    tensor = TensorProto(dtype=DataType.DT_INT32, int_val=[1])
+    tensor.tensor_shape.dim.add(size=1 << 30)
+    with pytest.raises(InvalidArgumentError, match="repeating the last value fills at most"):
+        decode_tensor("x", tensor)
+
+
 def test_status_rows() -> None:
     rows = [
         {"name": "m", "version": "1", "state": "READY"},
