@@ -208,12 +208,17 @@ def test_status_rows() -> None:
     rows = [
         {"name": "m", "version": "1", "state": "READY"},
         {"name": "m", "version": "2", "state": "UNLOADING"},
+        {"name": "new", "version": "", "state": "LOADING"},
         {"name": "bad", "version": "", "state": "UNAVAILABLE", "reason": "file missing"},
         {"name": "off", "state": "UNAVAILABLE", "reason": "not loaded"},
     ]
     data = as_json(model_status(rows, "m", ""))["model_version_status"]
     assert [(s["version"], s["state"]) for s in data] == [("1", "AVAILABLE"), ("2", "UNLOADING")]
     assert data[0]["status"] == {"error_code": "OK", "error_message": ""}
+    loading = as_json(model_status(rows, "new", ""))["model_version_status"]
+    assert loading == [
+        {"version": "0", "state": "LOADING", "status": {"error_code": "OK", "error_message": ""}}
+    ]
     bad = as_json(model_status(rows, "bad", ""))["model_version_status"][0]
     assert bad["state"] == "END" and bad["status"]["error_message"] == "file missing"
     off = as_json(model_status(rows, "off", ""))["model_version_status"][0]
