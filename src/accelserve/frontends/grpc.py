@@ -37,6 +37,7 @@ from accelserve.errors import (
     UnavailableError,
 )
 from accelserve.frontends.errors import GRPC_STATUS, bearer_token
+from accelserve.frontends.tfserving_grpc import TFServingGrpc
 from accelserve.protocol import grpc_service_pb2 as pb
 
 log = logging.getLogger("accelserve.grpc")
@@ -274,9 +275,13 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent second server
         ]
     )
-    handlers = GrpcFrontend(dataplane).method_handlers()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
+    services = {
+        SERVICE: GrpcFrontend(dataplane).method_handlers(),
+        **TFServingGrpc(dataplane).services(_unary),  # TF Serving's API beside V2
+    }
+    for name, handlers in services.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
