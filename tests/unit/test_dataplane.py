@@ -191,3 +191,49 @@ def test_load_and_unload() -> None:
     assert not dataplane.model_ready("extra") and dataplane.known_model_ready("extra") is False
     with pytest.raises(ModelNotFoundError):
         asyncio.run(dataplane.unload_model("nope", API_KEY))
+
+
+def test_every_failed_inference_is_counted() -> None:
+    dataplane = simple_dataplane()
+    stats = dataplane.model("simple", "2").stats
+    with pytest.raises(InvalidArgumentError, match="max_batch_size"):
+        asyncio.run(dataplane.infer("simple", "", request(9)))  # the config rejects it
+    assert stats.fail_reasons == {"REJECTED": 1} and stats.fail.count == 1
+    assert not runner_of(dataplane).requests
+    # a frontend's decoding failure, reported under the model it names
+    dataplane.record_failure("simple", "2", InvalidArgumentError("bad body"))
+    assert stats.fail_reasons == {"REJECTED": 2}
+    # requests that name no READY model: counted server-wide
+    for name, version, error in (
+        ("nope", "", ModelNotFoundError),
+        ("simple", "7", ModelNotFoundError),
+        ("broken", "", UnavailableError),
+        ("x" * 300, "", InvalidArgumentError),
+    ):
+        with pytest.raises(error):
+            asyncio.run(dataplane.infer(name, version, request()))
+    dataplane.record_failure("", "", InvalidArgumentError("malformed message"))
+    assert dataplane.failures_without_model == {"REJECTED": 4, "OTHER": 1}
+    assert stats.fail_reasons == {"REJECTED": 2}
+
+
+@pytest.mark.parametrize("name", ["x" * 256, "../simple", "a\\b", "a\x00b", ".hidden", ""])
+def test_invalid_model_names_are_invalid_arguments_on_every_route(name: str) -> None:
+    dataplane = simple_dataplane(model_control=True)
+    calls = [
+        lambda: dataplane.model_ready(name),
+        lambda: dataplane.known_model_ready(name),
+        lambda: dataplane.model(name),
+        lambda: dataplane.model_metadata(name),
+        lambda: dataplane.model_config(name),
+        lambda: dataplane.statistics(name) if name else dataplane.model(name),
+        lambda: asyncio.run(dataplane.infer(name, "", request())),
+        lambda: asyncio.run(dataplane.load_model(name, API_KEY)),
+        lambda: asyncio.run(dataplane.unload_model(name, API_KEY)),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError, match="model name: expected"):
+            call()
+    registry = dataplane.repository
+    assert isinstance(registry, FakeRegistry)
+    assert set(registry.models) == {"simple", "broken"}  # nothing was loaded or unloaded
