@@ -16,7 +16,7 @@ from accelserve.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from accelserve.model import READY, UNAVAILABLE
+from accelserve.model import READY, UNAVAILABLE, ModelRecord
 from accelserve.types import InferRequest
 from tests.unit.fake_models import (
     API_KEY,
@@ -237,3 +237,33 @@ def test_invalid_model_names_are_invalid_arguments_on_every_route(name: str) -> 
     registry = dataplane.repository
     assert isinstance(registry, FakeRegistry)
     assert set(registry.models) == {"simple", "broken"}  # nothing was loaded or unloaded
+
+
+def test_a_caller_cancelled_mid_load_does_not_cancel_the_load() -> None:
+    dataplane = simple_dataplane(model_control=True)
+    registry = dataplane.repository
+    assert isinstance(registry, FakeRegistry)
+    registry.loadable["extra"] = [simple_version("3", name="extra")]
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    load = registry.load
+
+    async def slow_load(name: str) -> ModelRecord:
+        entered.set()
+        await release.wait()
+        return await load(name)
+
+    registry.load = slow_load  # type: ignore[method-assign]
+
+    async def main() -> None:
+        caller = asyncio.ensure_future(dataplane.load_model("extra", API_KEY))
+        await entered.wait()
+        caller.cancel()  # e.g. the HTTP client went away
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        for _ in range(20):  # the shielded load's remaining steps, a few loop turns
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert dataplane.model_ready("extra", "3")
