@@ -24,6 +24,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from accelserve.protocol import grpc_service_pb2 as pb
 from tests.conftest import ServerProcess
 from tests.e2e.test_metrics import Samples, scrape, value
 
@@ -183,14 +184,17 @@ def test_grpc_call_cancelled_while_queued_is_never_computed(gated: Gated, how: s
     x.set_data_from_numpy(np.full((1, 1), v, np.float32))
     with cf.ThreadPoolExecutor(1) as pool:
         running = hold_the_instance(gated, 1000 + v, pool)
-        if how == "deadline":
-            with pytest.raises(InferenceServerException, match=r"Deadline|DEADLINE"):
-                client.infer("gated", [x], client_timeout=0.5)
-        else:
-            results: list[object] = []
-            call = client.async_infer("gated", [x], lambda result, error: results.append(error))
-            wait_for(lambda: gated.metric("nv_inference_pending_request_count") == 2, "queued")
+        errors: list[InferenceServerException | None] = []
+        timeout = 2.0 if how == "deadline" else None  # long enough to be queued first
+        call = client.async_infer(
+            "gated", [x], lambda result, error: errors.append(error), client_timeout=timeout
+        )
+        wait_for(lambda: gated.metric("nv_inference_pending_request_count") == 2, "queued")
+        if how == "cancel":
             call.cancel()
+        else:
+            wait_for(lambda: bool(errors), "the deadline to pass")
+            assert errors[0] is not None and "DEADLINE" in str(errors[0]).upper()
         wait_for(
             lambda: (
                 gated.metric("nv_inference_request_failure_total", reason="CANCELED")
@@ -254,8 +258,6 @@ def test_rejected_requests_are_counted_as_failures(gated: Gated) -> None:
     assert httpx.post(url, content=b"{not json").status_code == 400  # does not decode
     assert httpx.post(url, json=wrong_shape).status_code == 400  # the config rejects it
     with grpc.insecure_channel(f"127.0.0.1:{gated.server.grpc_port}") as channel:
-        from accelserve.protocol import grpc_service_pb2 as pb
-
         infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         message = pb.ModelInferRequest(model_name="gated")  # no inputs
         with pytest.raises(grpc.RpcError) as info:
