@@ -143,7 +143,9 @@ class DataPlane:
 
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
         if self.stopping:
-            raise UnavailableError("the server is shutting down and accepts no new requests")
+            error = UnavailableError("the server is shutting down and accepts no new requests")
+            self.record_failure(name, version, error)
+            raise error
         start = time.perf_counter_ns()
         try:
             self.check_name(name)

@@ -215,6 +215,10 @@ def test_every_failed_inference_is_counted() -> None:
     dataplane.record_failure("", "", InvalidArgumentError("malformed message"))
     assert dataplane.failures_without_model == {"REJECTED": 4, "OTHER": 1}
     assert stats.fail_reasons == {"REJECTED": 2}
+    dataplane.stopping = True
+    with pytest.raises(UnavailableError, match="shutting down"):
+        asyncio.run(dataplane.infer("simple", "", request()))
+    assert stats.fail_reasons == {"REJECTED": 2, "OTHER": 1}
 
 
 @pytest.mark.parametrize("name", ["x" * 256, "../simple", "a\\b", "a\x00b", ".hidden", ""])
