@@ -91,8 +91,16 @@ class GrpcFrontend:
         raise AssertionError("unreachable: abort raises")
 
     async def _infer(self, data: bytes) -> pb.ModelInferResponse:
-        message = _parse(pb.ModelInferRequest, data)
-        request = decode_infer_request(message)
+        try:
+            message = _parse(pb.ModelInferRequest, data)
+        except AccelServeError as exc:
+            self.dataplane.record_failure("", "", exc)  # names no model: counted server-wide
+            raise
+        try:
+            request = decode_infer_request(message)
+        except AccelServeError as exc:
+            self.dataplane.record_failure(message.model_name, message.model_version, exc)
+            raise
         name = message.model_name
         response = await self.dataplane.infer(name, message.model_version, request)
         return encode_infer_response(
