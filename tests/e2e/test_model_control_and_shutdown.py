@@ -70,6 +70,23 @@ def test_explicit_control_without_key_refuses_to_start(tmp_path: Path) -> None:
         ServerProcess(repository, "--model-control-mode", "explicit")
 
 
+def _wait_accepted(process: ServerProcess, model: str, count: int) -> None:
+    """Until the server has taken ``count`` requests for ``model`` (answered or pending), as its
+    own metrics say."""
+    wanted = (
+        f'nv_inference_request_success{{model="{model}",version="1"}}',
+        f'nv_inference_pending_request_count{{model="{model}",version="1"}}',
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{process.metrics_port}/metrics", timeout=5).text
+        values = [line.split()[-1] for line in text.splitlines() if line.startswith(wanted)]
+        if sum(float(v) for v in values) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the server never held {count} requests for {model}:\n{text}")
+
+
 def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     (repository / "slow" / "1").mkdir(parents=True)
@@ -91,7 +108,7 @@ def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
 
     with cf.ThreadPoolExecutor(24) as pool:
         accepted = [pool.submit(call, i) for i in range(24)]
-        time.sleep(0.3)  # all 24 are in the server: running or queued
+        _wait_accepted(process, "slow", 24)  # all 24 are in the server: running, queued or done
         process.process.send_signal(signal.SIGTERM)
         results = [f.result() for f in accepted]
     assert results == [(200, 2.0 * i) for i in range(24)]
