@@ -297,9 +297,13 @@ class Scheduler:
                 stats.inference_count += rows
         else:
             message = failure_message(self.model_name, sum(item.rows for item in batch), exc)
+            # A backend that blames the data (InvalidArgumentError) blames this request only
+            # when it ran alone; in a shared batch nobody can tell whose rows it meant.
+            alone = len(batch) == 1 and isinstance(exc, InvalidArgumentError)
+            error = InvalidArgumentError if alone else ModelExecutionError
             for item in batch:
                 if item.where != DONE:
-                    complete(item, None, ModelExecutionError(message), "BACKEND")
+                    complete(item, None, error(message), "BACKEND")
         self._kick()
 
     # -- timeouts and cancellation -----------------------------------------------------------
