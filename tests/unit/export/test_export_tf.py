@@ -1,8 +1,8 @@
 """accelserve.export on TensorFlow: tf.Module (the seed's linear model), a Keras model with two
 inputs and a string model, to SavedModels with a ``serving_default`` signature.
 
-The SavedModels are checked with TensorFlow itself (``tf.saved_model.load``); the round trips
-through ``accelserve.load`` need the ``tensorflow_savedmodel`` backend."""
+The SavedModels are checked with TensorFlow itself (``tf.saved_model.load``) and round-trip
+through ``accelserve.load`` with the ``tensorflow_savedmodel`` backend."""
 
 from __future__ import annotations
 
@@ -15,16 +15,11 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import accelserve  # noqa: E402
-from accelserve.backends import BACKENDS  # noqa: E402
 from accelserve.tools.export.arguments import examples_of  # noqa: E402
 from accelserve.tools.export.check import ExportMismatchError  # noqa: E402
 from accelserve.tools.export.request import ExportRequest  # noqa: E402
 from accelserve.tools.export.tf_export import export_savedmodel  # noqa: E402
 
-needs_backend = pytest.mark.skipif(
-    "tensorflow_savedmodel" not in BACKENDS,
-    reason="the tensorflow_savedmodel backend is not on this branch yet",
-)
 W = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
 X = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
 
@@ -103,7 +98,6 @@ def test_string_model_unbatched_takes_tf_strings(tmp_path: Path) -> None:
     assert list(result["length"].numpy()) == [3, 4]
 
 
-@needs_backend
 def test_round_trip_through_accelserve(tmp_path: Path) -> None:
     result = accelserve.export(
         Linear(),
@@ -117,12 +111,16 @@ def test_round_trip_through_accelserve(tmp_path: Path) -> None:
         np.testing.assert_allclose(model.infer({"x": X})["output_0"], X @ W, rtol=1e-6)
 
 
-@needs_backend
 def test_keras_and_string_models_round_trip(tmp_path: Path) -> None:
     a, b = np.ones((1, 3), np.float32), np.ones((1, 2), np.float32)
-    accelserve.export(
-        two_inputs(), tmp_path / "r" / "k", example_inputs=(a, b), max_batch_size=4, progress=False
+    keras_result = accelserve.export(
+        two_inputs(),
+        tmp_path / "r" / "k",
+        example_inputs=(a, b),
+        max_batch_size=4,
+        progress=False,
     )
+    assert [i.name for i in keras_result.config.input] == ["a", "b"]
     names = np.array([[b"ada"], [b"alan"]], dtype=object)
     accelserve.export(
         Greeter(),
@@ -131,9 +129,26 @@ def test_keras_and_string_models_round_trip(tmp_path: Path) -> None:
         max_batch_size=4,
         progress=False,
     )
+    with accelserve.load(str(tmp_path / "r/k")) as model:
+        got = model.infer({"a": np.ones((3, 3), np.float32), "b": np.zeros((3, 2), np.float32)})
+    np.testing.assert_allclose(got["output_0"], np.full((3, 2), 3.0), rtol=1e-6)
+    with accelserve.load(str(tmp_path / "r/s")) as model:
+        out = model.infer({"name": np.array([[b"grace"]], dtype=object)})
+    assert out["greeting"].tolist() == [[b"hello grace"]] and out["length"].tolist() == [[5]]
 
 
-@needs_backend
+def test_cli_savedmodel_copies_the_directory_and_reads_its_signature(tmp_path: Path) -> None:
+    from accelserve.cli import main
+
+    saved = _save(Linear(), X[:1], tmp_path, 8)
+    assert main(["export", "savedmodel", str(saved), str(tmp_path / "r" / "seed")]) == 0
+    assert (tmp_path / "r/seed/1/model.savedmodel/saved_model.pb").is_file()
+    with accelserve.load(str(tmp_path / "r/seed")) as model:
+        assert model.config.platform == "tensorflow_savedmodel"
+        assert model.config.max_batch_size > 0  # the signature's leading None
+        np.testing.assert_allclose(model.infer({"x": X})["output_0"], X @ W, rtol=1e-6)
+
+
 def test_python_state_frozen_in_the_signature_is_a_mismatch(tmp_path: Path) -> None:
     with pytest.raises(ExportMismatchError, match=r"model 'count' output 'output_0'"):
         accelserve.export(Counting(), tmp_path / "r" / "count", example_inputs=X, progress=False)
