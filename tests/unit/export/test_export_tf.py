@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
+# Through the exporter, which imports TensorFlow after Triton (see tf_export.py): TensorFlow
+# first would make the torch tests that follow in this process abort.
+tf_export = pytest.importorskip("accelserve.tools.export.tf_export")
+tf = tf_export.tf
 keras = pytest.importorskip("keras")
 
 import accelserve  # noqa: E402
 from accelserve.tools.export.arguments import examples_of  # noqa: E402
 from accelserve.tools.export.check import ExportMismatchError  # noqa: E402
 from accelserve.tools.export.request import ExportRequest  # noqa: E402
-from accelserve.tools.export.tf_export import export_savedmodel  # noqa: E402
 
 W = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
 X = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
@@ -65,7 +67,7 @@ def _save(model: object, examples: object, tmp_path: Path, max_batch_size: int) 
     assert found is not None
     version_dir = tmp_path / "1"
     version_dir.mkdir()
-    export_savedmodel(model, ExportRequest(found, max_batch_size), version_dir)
+    tf_export.export_savedmodel(model, ExportRequest(found, max_batch_size), version_dir)
     return version_dir / "model.savedmodel"
 
 

@@ -10,6 +10,7 @@ dict when the examples are a dict); anything else with the inputs as arguments.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import re
@@ -29,6 +30,12 @@ from accelserve.tools.export.request import (
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+# TensorFlow and Triton each carry LLVM; with TensorFlow loaded first, a later Triton import
+# (torch.export and torch.compile import it) aborts the process on LLVM's options registered
+# twice. Triton first is fine, so it goes first when it is installed.
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
+
 import tensorflow as tf
 
 PLATFORM = "tensorflow_savedmodel"
