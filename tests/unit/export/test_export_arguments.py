@@ -156,3 +156,12 @@ def test_input_names_with_an_example_dict_is_ambiguous(tmp_path: Path) -> None:
             input_names=["y"],
             progress=False,
         )
+
+
+def test_an_ensembles_name_is_refused(tmp_path: Path) -> None:
+    model_dir = tmp_path / "r" / "pipeline"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text('platform: "ensemble"\n')
+    with pytest.raises(InvalidArgumentError, match=r"target: model 'pipeline' is an ensemble"):
+        accelserve.export(Linear(), model_dir, example_inputs=X, progress=False)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.pbtxt"]

@@ -79,7 +79,7 @@ def test_cli_errors_are_one_line_naming_the_argument(
     assert "path: expected a model file; " in capsys.readouterr().err
     pt2 = str(files / "torch_mlp/1/model.pt2")
     assert main(["export", "onnx", pt2, str(tmp_path / "r/m")]) == 2
-    assert "path: expected a onnx model; received" in capsys.readouterr().err
+    assert "path: expected a model file of format 'onnx'; received" in capsys.readouterr().err
     assert main(["export", "pt2", pt2, "justaname"]) == 2
     assert "target: expected 'REPO/NAME'" in capsys.readouterr().err
     assert main(["export", "pt2", pt2, str(tmp_path / "r/m"), "--max-batch-size", "-1"]) == 2

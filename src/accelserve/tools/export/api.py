@@ -27,7 +27,7 @@ from accelserve.errors import InvalidArgumentError
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.tools.export import arguments
 from accelserve.tools.export.check import ExportError, compare, random_inputs
-from accelserve.tools.export.files import FILE_FORMATS, copy_model, format_of_path
+from accelserve.tools.export.files import FILE_FORMATS, copy_model, format_of_path, is_onnx_proto
 from accelserve.tools.export.model_config import (
     base_config,
     build_config,
@@ -126,7 +126,7 @@ def export(
             f"reference: expected a function of the inputs by name; received "
             f"{type(reference).__name__}"
         )
-    options: dict[str, Any] = {"platforms": platforms, "opset": opset or 17}
+    options: dict[str, Any] = {"platforms": platforms, "opset": opset}
     if params is not None:
         options["params"] = params
     request = ExportRequest(examples or Examples((), ()), batch_limit, in_names, out_names, options)
@@ -140,9 +140,10 @@ def export(
         Progress(_stream(progress)),
     )
     if framework == "file":
+        shown = "an onnx.ModelProto" if is_onnx_proto(model) else str(model)
         return job.run(
             lambda vd: copy_model(model, fmt, vd),
-            f"{model} ({fmt})",
+            f"{shown} ({fmt})",
             request,
             examples,
             reference,
@@ -181,9 +182,13 @@ def export_file(
             f"format: expected one of {', '.join(FILE_FORMATS)}; '{source}' shows none"
         )
     fmt = format or shown
-    if fmt not in FILE_FORMATS or (shown is not None and shown != fmt):
+    if fmt not in FILE_FORMATS:
         raise InvalidArgumentError(
-            f"path: expected a {fmt} model; received '{source}' ({shown or 'not a model file'})"
+            f"format: expected one of {', '.join(FILE_FORMATS)}; received {fmt!r}"
+        )
+    if shown is not None and shown != fmt:
+        raise InvalidArgumentError(
+            f"path: expected a model file of format {fmt!r}; received '{source}' (a {shown} file)"
         )
     if max_batch_size is not None:
         arguments.check_batch(None, max_batch_size)
@@ -227,6 +232,7 @@ class _Job:
         max_batch_size: int | None,
     ) -> ExportResult:
         model_dir = self.repository / self.name
+        base = base_config(model_dir)  # an existing config that forbids the export fails now
         with tempfile.TemporaryDirectory(prefix="accelserve-export-") as tmp:
             staged = Path(tmp) / self.name
             version_dir = staged / str(self.version)
@@ -234,7 +240,6 @@ class _Job:
             with self.progress.step(f"exporting {what}") as step:
                 artifact = write(version_dir)
                 step.note(_size(version_dir))
-            base = base_config(model_dir)
             if artifact.inputs is None or artifact.outputs is None:
                 config = config_from_file(version_dir, base, artifact.platform, max_batch_size)
             else:

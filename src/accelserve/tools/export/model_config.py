@@ -8,8 +8,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from accelserve.config import input_specs, output_specs, parse_config
+from accelserve.config import input_specs, is_ensemble, output_specs, parse_config
 from accelserve.devices import resolve_device
+from accelserve.errors import InvalidArgumentError
 from accelserve.protocol.model_config_pb2 import DataType, ModelConfig
 from accelserve.repository import load_backend
 from accelserve.types import V2_TO_CONFIG, TensorSpec
@@ -27,6 +28,11 @@ def base_config(model_dir: Path) -> ModelConfig:
         if path.is_file()
         else ModelConfig()
     )
+    if is_ensemble(config):
+        raise InvalidArgumentError(
+            f"target: model '{model_dir.name}' is an ensemble; expected a model name that is "
+            "free or holds a model of files"
+        )
     for name in _EXPORT_FIELDS:
         config.ClearField(name)
     config.ClearField("default_model_filename")

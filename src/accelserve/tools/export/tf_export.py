@@ -113,8 +113,10 @@ def _is_keras(model: Any) -> bool:
 def _default_input_names(model: Any, count: int) -> list[str]:
     if _is_keras(model):
         names = [str(getattr(i, "name", "")) for i in getattr(model, "inputs", None) or []]
-        if len(names) == count and all(names):
+        # Keras names an unnamed Input "keras_tensor_<n>": no better than a position.
+        if len(names) == count and all(n and not n.startswith("keras_tensor") for n in names):
             return names
+        return [f"input_{i}" for i in range(count)]
     target = getattr(model, "python_function", model)  # a tf.function's own function
     try:
         parameters = list(inspect.signature(target).parameters.values())

@@ -72,7 +72,7 @@ def export_onnx(model: torch.nn.Module, request: ExportRequest, version_dir: Pat
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=axes if request.batching else None,
-                opset_version=int(request.options.get("opset", ONNX_OPSET)),
+                opset_version=int(request.options.get("opset") or ONNX_OPSET),
                 do_constant_folding=True,
                 dynamo=False,
             )
