@@ -8,6 +8,8 @@
   ``length``; a second signature ``parse`` turns ``text`` into ``number`` (FP32), which
   TensorFlow refuses with InvalidArgumentError for a string that is not a number.
 - ``half``: ``a`` FP16 and ``b`` BF16, both [None, 2], doubled into ``a2`` and ``b2``.
+- ``reshape``: ``values`` [None] FP32 reshaped to ``shape`` [None] INT32: an output ``y`` whose
+  rank the signature cannot tell.
 
 Each lives at ``<store>/<name>/1/model.savedmodel`` with no config.pbtxt; ``place`` copies one
 into a repository under any name with the config a test wants.
@@ -31,6 +33,7 @@ def build_all(store: Path) -> Path:
     _save(tf, store / "seed", _seed_module(tf))
     _save(tf, store / "strings", _strings_module(tf))
     _save(tf, store / "half", _half_module(tf))
+    _save(tf, store / "reshape", _reshape_module(tf))
     _keras_two(store / "keras_two")
     return store
 
@@ -108,6 +111,22 @@ def _half_module(tf: Any) -> Any:
             return {"a2": a * tf.constant(2, tf.float16), "b2": b * tf.constant(2, tf.bfloat16)}
 
     return Half()
+
+
+def _reshape_module(tf: Any) -> Any:
+    class Reshape(tf.Module):  # type: ignore[misc]
+        signature_names = ("serving_default",)
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="values"),
+                tf.TensorSpec([None], tf.int32, name="shape"),
+            ]
+        )
+        def serving_default(self, values: Any, shape: Any) -> dict[str, Any]:
+            return {"y": tf.reshape(values, shape)}
+
+    return Reshape()
 
 
 def _keras_two(model_dir: Path) -> None:

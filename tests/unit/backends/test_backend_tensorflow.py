@@ -175,6 +175,25 @@ def test_a_non_batching_config_keeps_the_full_shape(tf_models: Path, tmp_path: P
         model.close()
 
 
+def test_an_output_of_unknown_rank_takes_the_declared_dims(tf_models: Path, tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        accelserve.load(place(tf_models, "reshape", root, "undeclared"))
+    assert "model 'undeclared' version 1: the SavedModel does not say the rank of tensor 'y'" in (
+        str(info.value)
+    )
+    text = 'output [{ name: "y" data_type: TYPE_FP32 dims: [-1, -1] }]\n'
+    model = accelserve.load(place(tf_models, "reshape", root, "declared", text))
+    try:
+        assert model.config.max_batch_size == 0
+        assert [list(t.dims) for t in model.config.input] == [[-1], [-1]]
+        values = np.arange(6, dtype=np.float32)
+        y = model.infer({"values": values, "shape": np.array([2, 3], np.int32)})["y"]
+        np.testing.assert_array_equal(y, values.reshape(2, 3))
+    finally:
+        model.close()
+
+
 def test_missing_savedmodel_directory(tmp_path: Path) -> None:
     model_dir = _repo(tmp_path) / "empty"
     (model_dir / "1").mkdir(parents=True)
