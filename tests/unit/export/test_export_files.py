@@ -14,6 +14,7 @@ import pytest
 
 import accelserve
 from accelserve.cli import main
+from accelserve.errors import InvalidArgumentError
 from tests.model_builders import build_onnx, build_torch, mlp_reference
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -103,3 +104,18 @@ def test_export_of_an_onnx_model_proto_checks_the_examples_against_a_reference(
     )
     assert result.platform == "onnxruntime_onnx" and result.max_difference is not None
     assert result.max_difference < 1e-5 and result.config.max_batch_size == 4
+
+
+def test_examples_that_do_not_fit_a_files_inputs_are_named(files: Path, tmp_path: Path) -> None:
+    x = np.ones((1, 4), np.float32)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"example_inputs: model 'm' takes 1 inputs \(x\); received 2",
+    ):
+        accelserve.export(
+            str(files / "onnx_mlp/1/model.onnx"),
+            tmp_path / "r" / "m",
+            example_inputs=(x, x),
+            progress=False,
+        )
+    assert not (tmp_path / "r" / "m").exists()

@@ -293,6 +293,11 @@ class _Job:
                 with self.progress.step("running once on random inputs within the config"):
                     local.infer(random_inputs(config, batch=1))
                 return None
+            if len(names) != len(examples.arrays):
+                raise InvalidArgumentError(
+                    f"example_inputs: model '{self.name}' takes {len(names)} inputs "
+                    f"({', '.join(names)}); received {len(examples.arrays)}"
+                )
             batches = [list(examples.arrays)]
             limit = config.max_batch_size
             if limit > 0 and min(limit, 2 * examples.batch) > examples.batch:
