@@ -42,7 +42,7 @@ def compare(
 ) -> float:
     """The largest absolute difference over every output; raises past the tolerance (``note``
     ends the message: what may explain a difference, what was left unwritten)."""
-    tail = f". {note}" if note else ""
+    tail = f". {note[:1].upper()}{note[1:]}" if note else ""
     worst = 0.0
     for name, expected in want.items():
         batch = int(expected.shape[0]) if expected.ndim else 1
