@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -14,6 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+# TensorFlow and Triton each carry LLVM: once TensorFlow is loaded, importing Triton (torch.export
+# and torch.compile do) aborts the process on LLVM options registered twice; Triton first is
+# fine. Test modules import TensorFlow at collection, so Triton is loaded before any of them.
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"

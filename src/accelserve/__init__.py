@@ -1,7 +1,8 @@
 """accelserve: deploy trained models onto GPUs, TPUs and CPUs with one device string.
 
 ``accelserve.load(path, device=...)`` runs a model in process; ``accelserve.serve(repository)``
-starts the server. Heavy frameworks are imported only when a model needs them.
+starts the server; ``accelserve.export(model, "REPO/NAME", example_inputs=...)`` turns a torch,
+TensorFlow, JAX or ONNX model into a checked version of a repository model. Heavy frameworks are imported only when a model needs them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from accelserve.version import __version__
 
 if TYPE_CHECKING:
     from accelserve.api import LocalEnsemble, LocalModel
+    from accelserve.tools.export.api import ExportResult
 
-__all__ = ["__version__", "load", "serve"]
+__all__ = ["__version__", "export", "load", "serve"]
 
 
 def load(path: str, device: str = "cpu", version: str = "") -> LocalModel | LocalEnsemble:
@@ -29,3 +31,12 @@ def serve(repository: str, **settings: Any) -> None:
     from accelserve.server import ServerSettings, run
 
     run(ServerSettings(model_repository=repository, **settings))
+
+
+def export(model: Any, target: str, **options: Any) -> ExportResult:
+    """Export a torch, TensorFlow, JAX or ONNX model (or a model file) into ``target``
+    (``REPO/NAME``) as its next version, write its ``config.pbtxt``, load it with accelserve
+    and check it against the original; see ``accelserve.tools.export.api.export``."""
+    from accelserve.tools.export.api import export as _export
+
+    return _export(model, target, **options)

@@ -16,8 +16,8 @@ from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US
 TOOLS: dict[str, tuple[str, str]] = {
     "bench": ("accelserve.tools.bench.cli", "load-test a KServe V2 server (accelserve or Triton)"),
     "export": (
-        "accelserve.tools.export.sentence_transformer",
-        "turn a trained model into a model-repository entry",
+        "accelserve.tools.export.cli",
+        "turn a trained model or a model file into a model-repository entry",
     ),
     "advise": (
         "accelserve.tools.advisor.advise",

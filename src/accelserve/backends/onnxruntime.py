@@ -90,7 +90,9 @@ class OnnxRuntimeBackend(Backend):
         self.spins_after_call = options.intra_op_num_threads != 1
         self.inputs, batched_in = _specs(self.session.get_inputs())
         self.outputs, batched_out = _specs(self.session.get_outputs())
-        if self.inputs and all(batched_in) and all(batched_out):
+        # A config that declares a non-batching model is checked against the full shapes.
+        whole = config.max_batch_size == 0 and bool(config.input or config.output)
+        if self.inputs and all(batched_in) and all(batched_out) and not whole:
             self.inputs = [_drop_batch(s) for s in self.inputs]
             self.outputs = [_drop_batch(s) for s in self.outputs]
             self.max_batch_size = -1  # batches; the repository chooses the size

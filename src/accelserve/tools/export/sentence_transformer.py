@@ -409,7 +409,11 @@ def export_sentence_transformer(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    add_kind(parser.add_subparsers(dest="kind", required=True, metavar="KIND"))
+
+
+def add_kind(kinds: Any) -> None:
+    """The ``sentence-transformer`` subcommand, among ``accelserve export``'s kinds."""
     st = kinds.add_parser(
         "sentence-transformer",
         help="a sentence-transformers model -> tokenizer, ONNX transformer, head, ensemble",
