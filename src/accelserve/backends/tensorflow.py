@@ -22,6 +22,7 @@ TensorFlow is imported when the first such model loads, never when this module i
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -187,6 +188,11 @@ def _tensorflow() -> Any:
             # jax functions, never used to serve): hide it during the import so a server pays
             # only for the frameworks its models use; a jax model imports it later as usual.
             hide_jax = "jax" not in sys.modules
+            # Triton imported after TensorFlow aborts the process (their LLVMs register the
+            # same options: "inconsistency in registered CommandLine options"); a torch model
+            # or a kernel may import it later, so it goes first when it is installed.
+            if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+                importlib.import_module("triton")
             if hide_jax:
                 sys.modules["jax"] = None  # type: ignore[assignment]
             try:

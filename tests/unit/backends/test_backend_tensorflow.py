@@ -4,6 +4,8 @@ FP16 and BF16 tensors, signature choice, parameters, placement and error kinds."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import ml_dtypes
@@ -220,3 +222,22 @@ def test_memory_bytes_counts_the_variables(tf_models: Path, tmp_path: Path) -> N
     assert backend.memory_bytes() == SEED_W.nbytes + 2 * 4
     backend.unload()
     assert backend.memory_bytes() is None
+
+
+def test_triton_imported_after_a_tensorflow_model_does_not_abort(
+    tf_models: Path, tmp_path: Path
+) -> None:
+    # A fresh process: TensorFlow's and Triton's LLVMs clash when Triton comes second.
+    pytest.importorskip("triton")
+    model_dir = place(tf_models, "seed", _repo(tmp_path), "seed")
+    script = (
+        "import sys, accelserve\n"
+        f"model = accelserve.load({str(model_dir)!r}, device='cpu')\n"
+        "import triton, triton.compiler\n"
+        "print('alive', 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "alive True" in done.stdout
