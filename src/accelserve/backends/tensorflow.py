@@ -190,8 +190,10 @@ def _tensorflow() -> Any:
             hide_jax = "jax" not in sys.modules
             # Triton imported after TensorFlow aborts the process (their LLVMs register the
             # same options: "inconsistency in registered CommandLine options"); a torch model
-            # or a kernel may import it later, so it goes first when it is installed.
-            if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+            # or a kernel may import it later, so it goes first when it is installed (unless
+            # the caller imported TensorFlow already: then importing it now would abort).
+            first = not {"triton", "tensorflow"} & sys.modules.keys()
+            if first and importlib.util.find_spec("triton") is not None:
                 importlib.import_module("triton")
             if hide_jax:
                 sys.modules["jax"] = None  # type: ignore[assignment]
