@@ -206,7 +206,16 @@ def is_ensemble(config: ModelConfig) -> bool:
 def read_config(model_dir: Path) -> ModelConfig:
     config_path = model_dir / "config.pbtxt"
     if config_path.is_file():
-        config = parse_config(config_path.read_text(), f"{model_dir.name}/config.pbtxt")
+        source = f"{model_dir.name}/config.pbtxt"
+        raw = config_path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{source}: expected UTF-8 text; byte {exc.start} is {raw[exc.start]:#04x}, "
+                f"which is not valid UTF-8 there"
+            ) from None
+        config = parse_config(text, source)
     else:
         config = ModelConfig()
     if not config.name:

@@ -95,3 +95,12 @@ def test_negative_max_batch_size(tmp_path: Path) -> None:
     (model / "config.pbtxt").write_text("max_batch_size: -2")
     with pytest.raises(ConfigError, match="max_batch_size"):
         read_config(model)
+
+
+def test_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    # Found by tests/unit/test_config_properties.py: it used to raise UnicodeDecodeError.
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.pbtxt").write_bytes(b'name: "m"\nplatform: "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"m/config.pbtxt: expected UTF-8 text; byte 24 is 0xe9"):
+        read_config(model)
