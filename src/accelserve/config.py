@@ -23,7 +23,15 @@ DEFAULT_MAX_BATCH_SIZE = 4
 _UNKNOWN_FIELD = re.compile(r'^(\d+):(\d+) : .*has no field named "([^"]+)"')
 
 
+# A comment or a quoted string of the text format, left to right (a '#' in a string is text).
+_COMMENT_OR_STRING = re.compile(r"#[^\n]*|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'")
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+# What protobuf's Python unescaping understands (C escapes, octal, \x, \N{..}, \u, \U).
+_ESCAPED = frozenset("\n\\'\"abfnrtv01234567xNuU")
+
+
 def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
+    _check_escapes(text, source)
     config = ModelConfig()
     try:
         text_format.Parse(text, config)
@@ -37,6 +45,22 @@ def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
             ) from None
         raise ConfigError(f"{source}: {message}") from None
     return config
+
+
+def _check_escapes(text: str, source: str) -> None:
+    """Reject an unknown escape in a string (e.g. "\\{"): protobuf's parser would keep it with
+    a DeprecationWarning today (Python's unicode_escape codec), and Triton's C++ parser rejects
+    it."""
+    for token in _COMMENT_OR_STRING.finditer(text):
+        if token.group().startswith("#"):
+            continue
+        for escape in _ESCAPE.finditer(token.group()):
+            if escape.group(1) not in _ESCAPED:
+                line = text.count("\n", 0, token.start()) + 1
+                raise ConfigError(
+                    f"{source} line {line}: invalid escape sequence {escape.group()!r} in the "
+                    f"string {token.group()}; expected one of \\n \\t \\\\ \\\" \\' \\ooo \\xhh"
+                )
 
 
 def input_specs(config: ModelConfig) -> list[TensorSpec]:
