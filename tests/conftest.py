@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 # TensorFlow and Triton each carry LLVM: once TensorFlow is loaded, importing Triton (torch.export
 # and torch.compile do) aborts the process on LLVM options registered twice; Triton first is
@@ -24,6 +25,19 @@ if importlib.util.find_spec("triton") is not None:
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
+
+# Property-based tests: 200 examples each by default ("ci"), many more with
+# ACCELSERVE_HYPOTHESIS_PROFILE=long. No deadline (2 shared cores make timings noisy) and no
+# example database written into the checkout.
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=5000)
+settings.load_profile(os.environ.get("ACCELSERVE_HYPOTHESIS_PROFILE", "ci"))
 
 
 def free_port() -> int:

@@ -23,7 +23,15 @@ DEFAULT_MAX_BATCH_SIZE = 4
 _UNKNOWN_FIELD = re.compile(r'^(\d+):(\d+) : .*has no field named "([^"]+)"')
 
 
+# A comment or a quoted string of the text format, left to right (a '#' in a string is text).
+_COMMENT_OR_STRING = re.compile(r"#[^\n]*|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'")
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+# What protobuf's Python unescaping understands (C escapes, octal, \x, \N{..}, \u, \U).
+_ESCAPED = frozenset("\n\\'\"abfnrtv01234567xNuU")
+
+
 def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
+    _check_escapes(text, source)
     config = ModelConfig()
     try:
         text_format.Parse(text, config)
@@ -37,6 +45,22 @@ def parse_config(text: str, source: str = "config.pbtxt") -> ModelConfig:
             ) from None
         raise ConfigError(f"{source}: {message}") from None
     return config
+
+
+def _check_escapes(text: str, source: str) -> None:
+    """Reject an unknown escape in a string (e.g. "\\{"): protobuf's parser would keep it with
+    a DeprecationWarning today (Python's unicode_escape codec), and Triton's C++ parser rejects
+    it."""
+    for token in _COMMENT_OR_STRING.finditer(text):
+        if token.group().startswith("#"):
+            continue
+        for escape in _ESCAPE.finditer(token.group()):
+            if escape.group(1) not in _ESCAPED:
+                line = text.count("\n", 0, token.start()) + 1
+                raise ConfigError(
+                    f"{source} line {line}: invalid escape sequence {escape.group()!r} in the "
+                    f"string {token.group()}; expected one of \\n \\t \\\\ \\\" \\' \\ooo \\xhh"
+                )
 
 
 def input_specs(config: ModelConfig) -> list[TensorSpec]:
@@ -206,7 +230,16 @@ def is_ensemble(config: ModelConfig) -> bool:
 def read_config(model_dir: Path) -> ModelConfig:
     config_path = model_dir / "config.pbtxt"
     if config_path.is_file():
-        config = parse_config(config_path.read_text(), f"{model_dir.name}/config.pbtxt")
+        source = f"{model_dir.name}/config.pbtxt"
+        raw = config_path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{source}: expected UTF-8 text; byte {exc.start} is {raw[exc.start]:#04x}, "
+                f"which is not valid UTF-8 there"
+            ) from None
+        config = parse_config(text, source)
     else:
         config = ModelConfig()
     if not config.name:

@@ -95,3 +95,24 @@ def test_negative_max_batch_size(tmp_path: Path) -> None:
     (model / "config.pbtxt").write_text("max_batch_size: -2")
     with pytest.raises(ConfigError, match="max_batch_size"):
         read_config(model)
+
+
+def test_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    # Found by tests/unit/test_config_properties.py: it used to raise UnicodeDecodeError.
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.pbtxt").write_bytes(b'name: "m"\nplatform: "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"m/config.pbtxt: expected UTF-8 text; byte 24 is 0xe9"):
+        read_config(model)
+
+
+def test_unknown_escape_in_a_string_is_a_config_error() -> None:
+    # Found by tests/unit/test_config_properties.py: protobuf kept "\{" with a DeprecationWarning.
+    text = 'name: "m"\n# a comment with "\\{"\nplatform: "x\\{y"\n'
+    with pytest.raises(ConfigError, match=r"config.pbtxt line 3: invalid escape sequence '\\\\\{'"):
+        parse_config(text)
+
+
+@pytest.mark.parametrize("value", [r"a\\{", r"tab\t", r"q\"#", r"\x41\101", r"\u00e9"])
+def test_known_escapes_are_read(value: str) -> None:
+    parse_config(f'name: "m"\nplatform: "{value}"  # "\\{{" in a comment is not a string\n')

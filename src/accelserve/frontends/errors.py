@@ -33,7 +33,16 @@ GRPC_STATUS: dict[ErrorCode, str] = {  # grpc.StatusCode member names
 
 class MethodNotAllowedError(InvalidArgumentError):
     """A known route asked with the wrong HTTP method: 405 over HTTP (an HTTP notion, so it
-    lives with the frontends), INVALID_ARGUMENT anywhere else."""
+    lives with the frontends), INVALID_ARGUMENT anywhere else. ``allowed``: the route's
+    methods, which a 405 must list in its ``Allow`` header (RFC 9110, 15.5.6)."""
+
+    def __init__(self, message: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+    def allow_header(self) -> list[tuple[bytes, bytes]]:
+        """The ``Allow`` header of the 405, as a response header list."""
+        return [(b"allow", ", ".join(self.allowed).encode())]
 
 
 def http_status(exc: AccelServeError) -> int:
@@ -60,5 +69,5 @@ def expect_method(method: str, allowed: str | tuple[str, ...], path: str) -> Non
     methods = (allowed,) if isinstance(allowed, str) else allowed
     if method not in methods:
         raise MethodNotAllowedError(
-            f"method {method} is not allowed on {path}; expected {' or '.join(methods)}"
+            f"method {method} is not allowed on {path}; expected {' or '.join(methods)}", methods
         )

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import cache
+from importlib import resources
 from typing import Any
 
-from accelserve.codecs.v2 import DecodedRequest
+from accelserve.codecs.v2 import DecodedRequest, describe
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
-from accelserve.frontends.errors import bearer_token, expect_method, http_status
+from accelserve.frontends.errors import (
+    MethodNotAllowedError,
+    bearer_token,
+    expect_method,
+    http_status,
+)
 from accelserve.frontends.http_server import Headers, Request, Response
 
 log = logging.getLogger("accelserve.http")
@@ -26,6 +33,7 @@ log = logging.getLogger("accelserve.http")
 JSON = [(b"content-type", b"application/json")]
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 HEADER_LENGTH = b"inference-header-content-length"
+OPENAPI_PATH = "/openapi.json"  # the OpenAPI document of every route (frontends/openapi.json)
 
 # An optional extra handler (the OpenAI frontend) gets the routes it claims:
 # (method, path, headers, body) -> a response, or None for "not mine".
@@ -54,6 +62,9 @@ class HttpFrontend:
             if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
                 return await self._model_route(method, parts, request)
             return await self._server_route(method, parts, request)
+        if path == OPENAPI_PATH:
+            expect_method(method, "GET", path)
+            return 200, JSON, openapi_document()
         if self.extra is not None:
             response = await self.extra(method, path, request.headers, request.body)
             if response is not None:
@@ -129,7 +140,12 @@ class HttpFrontend:
             expect_method(method, "POST", route)
             body = request.body
             options = _json_object(body) if body.strip() else {}
-            return _json(dp.repository_index(bool(options.get("ready", False))))
+            ready = options.get("ready", False)
+            if type(ready) is not bool:
+                raise InvalidArgumentError(
+                    f"repository index 'ready': expected true or false; received {describe(ready)}"
+                )
+            return _json(dp.repository_index(ready))
         if len(parts) == 5 and parts[1] == "repository" and parts[2] == "models":
             expect_method(method, "POST", route)
             key = bearer_token(request.header(b"authorization"))
@@ -155,8 +171,17 @@ def _decode(request: Request) -> DecodedRequest:
     return decode_request(request.body, header_length)
 
 
+@cache
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 document of the HTTP API, read from the package once."""
+    return resources.files("accelserve.frontends").joinpath("openapi.json").read_bytes()
+
+
 def error_response(exc: AccelServeError) -> Response:
-    return render_error(http_status(exc), exc.message)
+    status, headers, body = render_error(http_status(exc), exc.message)
+    if isinstance(exc, MethodNotAllowedError):
+        headers = headers + exc.allow_header()
+    return status, headers, body
 
 
 def render_error(status: int, message: str) -> Response:

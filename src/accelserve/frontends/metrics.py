@@ -323,7 +323,8 @@ class MetricsServer:
         try:
             expect_method(request.method, ("GET", "HEAD"), request.path)
         except MethodNotAllowedError as exc:
-            return _text(http_status(exc), exc.message)
+            status, headers, body = _text(http_status(exc), exc.message)
+            return status, headers + exc.allow_header(), body
         if request.path != "/metrics":
             return _text(404, "metrics are at /metrics")
         loop = asyncio.get_running_loop()

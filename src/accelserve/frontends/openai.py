@@ -56,8 +56,10 @@ class OpenAIError(Exception):
         param: str | None = None,
         code: str | None = None,
         kind: str = "invalid_request_error",
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers or []
         self.status, self.message, self.param, self.code, self.kind = (
             status,
             message,
@@ -75,7 +77,7 @@ class OpenAIError(Exception):
                 "code": self.code,
             }
         }
-        return self.status, JSON, orjson.dumps(body)
+        return self.status, JSON + self.headers, orjson.dumps(body)
 
 
 def _bad(message: str, param: str | None = "input", code: str | None = None) -> OpenAIError:
@@ -156,12 +158,17 @@ class OpenAIFrontend:
             raise _bad("the request body must be a JSON object", None)
         info = self._resolve(request.get("model"))
         try:
-            encoding = request.get("encoding_format") or "float"
-            if encoding not in ("float", "base64"):
+            encoding = request.get("encoding_format")
+            if encoding is None:
+                encoding = "float"
+            elif encoding not in ("float", "base64"):  # '', false, 0 are not a format either
                 raise _bad(
                     f"encoding_format: expected 'float' or 'base64'; received {encoding!r}",
                     "encoding_format",
                 )
+            user = request.get("user")
+            if user is not None and not isinstance(user, str):  # accepted and unused, but typed
+                raise _bad(f"user: expected a string; received {_kind(user)}", "user")
             dimensions = info.check_dimensions(request.get("dimensions"))
             texts, tokens = _parse_input(request.get("input"), info)
         except (OpenAIError, AccelServeError) as exc:  # rejected before the model: counted
@@ -268,7 +275,9 @@ def _from_accelserve(exc: AccelServeError) -> OpenAIError:
     if status >= 500:
         return OpenAIError(status, exc.message, None, None, "server_error")
     if isinstance(exc, MethodNotAllowedError):
-        return OpenAIError(status, exc.message, None, "method_not_allowed")
+        return OpenAIError(
+            status, exc.message, None, "method_not_allowed", headers=exc.allow_header()
+        )
     if isinstance(exc, EmbeddingInputError):
         code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
         return OpenAIError(status, exc.message, exc.field, code)

@@ -333,3 +333,40 @@ def test_extra_handler_gets_the_routes_v2_does_not_claim() -> None:
     assert call("GET", "/other", frontend=frontend)[0] == 404
     assert call("GET", "/v2/nothing", frontend=frontend)[0] == 404  # v2 never reaches it
     assert seen == [("POST", "/v1/embeddings"), ("GET", "/other")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v2", b"GET"),
+        ("DELETE", "/v2/models/simple", b"GET"),
+        ("GET", "/v2/models/simple/infer", b"POST"),
+        ("GET", "/v2/repository/index", b"POST"),
+        ("PUT", "/openapi.json", b"GET"),
+    ],
+)
+def test_method_not_allowed_says_which_methods_are(method: str, path: str, allowed: bytes) -> None:
+    # RFC 9110 (15.5.6): a 405 lists the target's methods in Allow.
+    status, headers, _ = call(method, path)
+    assert status == 405
+    assert headers[b"allow"] == allowed
+
+
+def test_openapi_document_is_served() -> None:
+    status, document = call_json("GET", "/openapi.json")
+    assert status == 200
+    assert document["openapi"].startswith("3.1")
+    assert "/v2/models/{model_name}/infer" in document["paths"]
+    assert "/v1/embeddings" in document["paths"]
+
+
+@pytest.mark.parametrize("ready", ["yes", 1, None, [], {}])
+def test_repository_index_ready_must_be_a_boolean(ready: object) -> None:
+    status, body = call_json("POST", "/v2/repository/index", {"ready": ready})
+    assert status == 400
+    assert "'ready': expected true or false" in body["error"]
+
+
+def test_repository_index_ready_filters() -> None:
+    status, rows = call_json("POST", "/v2/repository/index", {"ready": True})
+    assert status == 200 and rows and all(r["state"] == "READY" for r in rows)

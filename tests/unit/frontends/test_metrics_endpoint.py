@@ -42,8 +42,9 @@ def test_metrics_route() -> None:
 def test_other_routes_and_methods() -> None:
     status, _, body = scrape("GET", "/")
     assert status == 404 and body == b"metrics are at /metrics\n"
-    status, _, body = scrape("POST", "/metrics")
+    status, headers, body = scrape("POST", "/metrics")
     assert status == 405 and b"expected GET or HEAD" in body
+    assert (b"allow", b"GET, HEAD") in headers
 
 
 class FakeSampler:
