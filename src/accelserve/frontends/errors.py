@@ -63,6 +63,11 @@ def bearer_token(value: str | bytes | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def error_headers(exc: BaseException) -> list[tuple[bytes, bytes]]:
+    """The headers an error's HTTP answer must carry: a 405's ``Allow``, else none."""
+    return exc.allow_header() if isinstance(exc, MethodNotAllowedError) else []
+
+
 def expect_method(method: str, allowed: str | tuple[str, ...], path: str) -> None:
     """Raise ``MethodNotAllowedError`` (405) unless ``method`` is ``allowed`` (one method or
     several); ``path`` names the route in the message."""

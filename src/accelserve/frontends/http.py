@@ -21,8 +21,8 @@ from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
 from accelserve.frontends.errors import (
-    MethodNotAllowedError,
     bearer_token,
+    error_headers,
     expect_method,
     http_status,
 )
@@ -179,9 +179,7 @@ def openapi_document() -> bytes:
 
 def error_response(exc: AccelServeError) -> Response:
     status, headers, body = render_error(http_status(exc), exc.message)
-    if isinstance(exc, MethodNotAllowedError):
-        headers = headers + exc.allow_header()
-    return status, headers, body
+    return status, headers + error_headers(exc), body
 
 
 def render_error(status: int, message: str) -> Response:

@@ -33,7 +33,7 @@ from accelserve.codecs.tfserving import (
 from accelserve.codecs.tfserving_json import decode_predict, encode_error, encode_predict
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, ModelNotFoundError
-from accelserve.frontends.errors import expect_method, http_status
+from accelserve.frontends.errors import error_headers, expect_method, http_status
 from accelserve.frontends.http import ExtraHandler
 from accelserve.frontends.http_server import Headers, Response
 from accelserve.types import InferRequest
@@ -78,7 +78,7 @@ class TFServingFrontend:
                 status = {**await self._openai_fields(method, path, headers, body), **status}
             return 200, JSON, orjson.dumps(status)
         except AccelServeError as exc:
-            return http_status(exc), JSON, encode_error(exc.message)
+            return http_status(exc), JSON + error_headers(exc), encode_error(exc.message)
         except Exception:  # never a stack trace to the client
             log.exception("unhandled error on %s %s", method, path)
             return 500, JSON, encode_error("internal server error")
