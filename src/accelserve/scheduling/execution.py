@@ -116,5 +116,6 @@ def batch_error(model_name: str, exc: BaseException, rows: int, requests: int) -
     """What the requests of a failed batch are told: a request that failed alone on its own
     data is the client's fault (400); anything else is the server's (500)."""
     if requests == 1 and isinstance(exc, InvalidArgumentError):
-        return ModelInputError(f"model '{model_name}': {exc.message}")
+        named = exc.message.startswith(f"model '{model_name}'")
+        return ModelInputError(exc.message if named else f"model '{model_name}': {exc.message}")
     return ModelExecutionError(failure_message(model_name, rows, exc))
