@@ -225,9 +225,11 @@ def run_error(exc: BaseException, inputs: dict[str, np.ndarray]) -> AccelServeEr
     shape the graph cannot take) is the input's fault, naming the input and value where the
     message lets us tell; running out of memory is the server's; anything else a failure."""
     text = _first_line(exc)
-    detail = _STATUS_PREFIX.sub("", text)
     if type(exc).__name__ == "InvalidArgument":  # onnxruntime_pybind11_state.InvalidArgument
-        return ModelInputError(_input_message(detail, inputs))
+        # Node names look like paths ("/model/embeddings/Gather") but name no file: keep them.
+        raw = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        return ModelInputError(_input_message(_STATUS_PREFIX.sub("", raw), inputs))
+    detail = _STATUS_PREFIX.sub("", text)
     if isinstance(exc, MemoryError) or any(m in text.lower() for m in _OUT_OF_MEMORY):
         return ServerFaultError(f"ONNX Runtime ran out of memory: {detail}")
     return ModelExecutionError(f"ONNX Runtime failed: {type(exc).__name__}: {text}")
@@ -236,7 +238,7 @@ def run_error(exc: BaseException, inputs: dict[str, np.ndarray]) -> AccelServeEr
 def _input_message(detail: str, inputs: dict[str, np.ndarray]) -> str:
     node = _NODE.search(detail)
     where = f"the model's {node[1]} node '{node[2]}'" if node else "the model"
-    reason = node[3] if node else detail
+    reason = _hide_paths(node[3] if node else detail)
     index = _INDEX.search(reason)
     if index is None:
         return f"ONNX Runtime refused the input data: {where}: {reason}"
@@ -257,4 +259,8 @@ def _first_line(exc: BaseException) -> str:
     # ONNX Runtime messages can include file paths and C++ frames; keep the first line and
     # strip anything that looks like an absolute path.
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return re.sub(r"(/[\w.\-]+)+", "<path>", text)[:500]
+    return _hide_paths(text)[:500]
+
+
+def _hide_paths(text: str) -> str:
+    return re.sub(r"(/[\w.\-]+)+", "<path>", text)

@@ -26,7 +26,7 @@ def embedding(tmp_path_factory: pytest.TempPathFactory) -> OnnxRuntimeBackend:
     """An embedding table lookup: ids [batch, tokens] -> Gather over a [VOCAB, 3] table."""
     table = np.arange(VOCAB * 3, dtype=np.float32).reshape(VOCAB, 3)
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["vectors"], name="lookup")],
+        [helper.make_node("Gather", ["table", "ids"], ["vectors"], name="/embeddings/Gather")],
         "embedding",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "tokens"])],
         [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", "tokens", 3])],
@@ -47,7 +47,7 @@ def test_onnx_index_out_of_range_names_the_input_and_value(embedding: OnnxRuntim
         embedding.infer({"ids": ids})
     assert str(info.value) == (
         "input 'ids' holds the value 42, outside the range -10..9 that the model's Gather node "
-        "'lookup' accepts as an index"
+        "'/embeddings/Gather' accepts as an index"
     )
     good = embedding.infer({"ids": ids[:1]})["vectors"]
     np.testing.assert_array_equal(good[0, :, 0], [3, 6, 9])
