@@ -139,7 +139,10 @@ class Scheduler:
         seq = self._seq
         length = 0
         if seq is not None:
-            length = sequence_length(inputs, seq)
+            try:
+                length = sequence_length(inputs, seq)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"model '{self.model_name}': {exc.message}") from None
             inputs = trim(inputs, seq, length)  # drop padding an earlier step added
             sig: Hashable = signature(inputs, seq)
         else:

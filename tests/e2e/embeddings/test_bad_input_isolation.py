@@ -159,8 +159,8 @@ def _grpc_inputs(ids: list[int]) -> list[grpcclient.InferInput]:
         (
             [101, 7592, 2088, 999, 2003, 2307, 1012, 102],
             [1, 1, 1, 1, 1],
-            "input 'input_ids' has 8 tokens and 'attention_mask' (its mask) 5: expected the mask "
-            "to cover every token",
+            "model 'minilm_transformer': input 'input_ids' has 8 tokens and 'attention_mask' "
+            "(its mask) 5: expected the mask to cover every token",
         ),
         (
             [101, *[1000] * 511, 102],
