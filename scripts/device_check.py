@@ -10,7 +10,7 @@ one still runs; the exit code is 1 when any failed:
   wheels     installs the carried .whl/ (scripts/device-wheels.sh) into /tmp/site
   gpu-tests  pytest: every test marked gpu or named for cuda/gpu -> gpu-tests.log, .xml
   kernels    benchmarks/kernels/run.py --device cuda (every op against torch) -> kernels.log
-  server     scripts/device_check_server.py: the example MLP on cuda:0, 1/16/64 connections
+  server     scripts/device_check_server.py: the MLP and MiniLM's head on cuda:0, 1/16/64 connections
 
 A real run writes docs/PERFORMANCE.md's blocks and benchmarks/results/ as the benchmarks do and
 copies them into the output folder (the only thing a lease brings back). A dry run points both
@@ -24,10 +24,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("DEVICE_CHECK_SITE", "/tmp/site"))
@@ -39,6 +41,7 @@ GPU_TESTS = "gpu or cuda"  # pytest -k: the gpu marker and every test named for 
 # Each step's limit in seconds: with the device query and the wheels (seconds each) the whole
 # check stays inside issue 17's 7 minutes on the accelerator, even when every step runs long.
 LIMIT_S = {"gpu-tests": 120, "kernels": 180, "server": 100}
+TIMED_OUT = -9  # a step's exit code when it ran past its limit
 
 
 @dataclass
@@ -49,22 +52,39 @@ class Step:
 
 
 def _call(cmd: list[str], log: Path, env: dict[str, str], timeout: float) -> int:
-    """Run ``cmd`` from the repository root, its output teed to ``log`` and to stdout."""
+    """Run ``cmd`` from the repository root, its output teed to ``log`` and to stdout; killed
+    after ``timeout`` seconds, even when it has gone silent."""
     print("$ " + " ".join(cmd), flush=True)
-    with log.open("w") as f:
-        proc = subprocess.Popen(
+    with (
+        log.open("w") as f,
+        subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert proc.stdout is not None
-        start = time.monotonic()
-        for line in proc.stdout:
-            f.write(line)
-            sys.stdout.write(line)
-            if time.monotonic() - start > timeout:
+        ) as proc,
+    ):
+        tee = threading.Thread(target=_tee, args=(proc, f), daemon=True)
+        tee.start()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # SIGTERM first: the server step then stops its server
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                f.write(f"\n[device-check] killed after {timeout:.0f} s\n")
-                break
-        return proc.wait()
+                proc.wait()
+            code = TIMED_OUT
+        tee.join(timeout=15)  # a grandchild may still hold the pipe open
+        if code == TIMED_OUT:
+            f.write(f"\n[device-check] killed after {timeout:.0f} s\n")
+            print(f"[device-check] killed after {timeout:.0f} s", flush=True)
+        return code
+
+
+def _tee(proc: subprocess.Popen[str], f: TextIO) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        f.write(line)
+        sys.stdout.write(line)
 
 
 def step_device(out: Path, dry: bool, env: dict[str, str]) -> int:
@@ -108,7 +128,7 @@ def step_gpu_tests(out: Path, dry: bool, env: dict[str, str]) -> int:
 
 def step_kernels(out: Path, dry: bool, env: dict[str, str]) -> int:
     cmd = [sys.executable, "-m", "benchmarks.kernels.run"]
-    cmd += ["--device", "cpu", "--tiny", "--quick"] if dry else ["--device", "cuda"]
+    cmd += ["--device", "cuda"] + (["--emulate", "--tiny", "--quick"] if dry else [])
     return _call(cmd, out / "kernels.log", env, LIMIT_S["kernels"])
 
 
@@ -151,7 +171,7 @@ def _collect(out: Path) -> None:
     shutil.copy2(ROOT / "docs" / "PERFORMANCE.md", out / "PERFORMANCE.md")
 
 
-def main() -> int:
+def main(steps: Sequence[Step] = STEPS) -> int:
     dry = os.environ.get("DRY_RUN", "") not in ("", "0")
     out = Path(os.environ.get("OUT") or ROOT / "device-check-out").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +181,7 @@ def main() -> int:
     if dry and (ROOT / "docs" / "PERFORMANCE.md").exists():  # the blocks land in a copy
         shutil.copy2(ROOT / "docs" / "PERFORMANCE.md", out / "PERFORMANCE.md")
     rows, total = [], time.perf_counter()
-    for step in STEPS:
+    for step in steps:
         print(f"\n[device-check] === {step.name} ===", flush=True)
         start = time.perf_counter()
         try:
@@ -172,7 +192,7 @@ def main() -> int:
         seconds = time.perf_counter() - start
         if code == 0 and not (out / step.output).exists():
             code = -2  # claimed success without its file
-        status = "ok" if code == 0 else f"FAILED ({code})"
+        status = "ok" if code == 0 else f"FAILED ({'timed out' if code == TIMED_OUT else code})"
         rows.append(f"| {step.name} | {status} | {seconds:.1f} | {step.output} |")
         print(f"[device-check] {step.name}: {status} in {seconds:.1f} s", flush=True)
     if not dry:

@@ -121,3 +121,12 @@ def server(simple_repository: Path) -> Iterator[ServerProcess]:
     process = ServerProcess(simple_repository)
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def tf_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SavedModels of ``tests/tf_builders.py``, built once per session (TensorFlow is
+    imported only by the tests that ask for them)."""
+    from tests.tf_builders import build_all
+
+    return build_all(tmp_path_factory.mktemp("tf_models"))

@@ -55,6 +55,9 @@ class Context:
     quick: bool = False
     peak_flops: float | None = None
     tiny: bool = False  # a dry run (scripts/device_check.py): each module's "tiny" shapes
+    # The CUDA run's code on the CPU: torch CPU tensors, which the dispatcher hands to Triton's
+    # interpreter (TRITON_INTERPRET=1), timed on the host clock. For the dry run only.
+    emulated: bool = False
 
     @property
     def key(self) -> str:
@@ -68,7 +71,8 @@ class Context:
         if self.device == "cuda":
             from accelserve.kernels._arrays import to_torch
 
-            return to_torch(host).cuda()
+            tensor = to_torch(host)
+            return tensor if self.emulated else tensor.cuda()
         if self.device == "tpu":
             import jax
 
@@ -77,7 +81,7 @@ class Context:
 
     def time_many(self, fns: list[Callable[[], Any]]) -> list[tuple[float, float, float]]:
         """(p20, p50, p80) in milliseconds for each function."""
-        if self.device == "cuda":
+        if self.device == "cuda" and not self.emulated:
             import triton.testing
 
             out = []
@@ -94,7 +98,8 @@ class Context:
             sync(fn())
             once.append(time.perf_counter() - start)
         budget = 0.3 if self.quick else 1.5
-        rounds = int(min(60, max(9, budget / max(sum(once), 1e-6))))
+        fewest = 3 if self.emulated else 9  # interpreted kernels: the code ran, time is moot
+        rounds = int(min(60, max(fewest, budget / max(sum(once), 1e-6))))
         samples: list[list[float]] = [[] for _ in fns]
         for _ in range(rounds):
             for fn, bucket in zip(fns, samples, strict=True):

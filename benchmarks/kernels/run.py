@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tiny", action="store_true", help="tiny shapes: the dry run of scripts/device_check.py"
     )
+    parser.add_argument(
+        "--emulate",
+        action="store_true",
+        help="--device cuda on the CPU under Triton's interpreter (the dry run of the CUDA path)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only: no CSV, PNG or docs")
     parser.add_argument(
         "--cpu-threads",
@@ -174,13 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu_threads:
         os.environ["ACCELSERVE_CPU_THREADS"] = str(args.cpu_threads)
     device = _device(args.device)
-    ctx = Context(device, quick=args.quick, peak_flops=_peak_flops(device), tiny=args.tiny)
+    if args.emulate:
+        if device != "cuda" or os.environ.get("TRITON_INTERPRET") != "1":
+            parser.error("--emulate: needs --device cuda and TRITON_INTERPRET=1 in the environment")
+        peak = None
+    else:
+        peak = _peak_flops(device)
+    ctx = Context(device, args.quick, peak, tiny=args.tiny, emulated=args.emulate)
     meta = {
         "run_id": dt.datetime.now().strftime("%Y%m%dT%H%M%S"),
         "date": _report.today(),
         "commit": _report.commit(),
         "device": device,
-        "device_name": _device_name(device),
+        "device_name": "Triton interpreter on the CPU" if args.emulate else _device_name(device),
         "machine": _report.machine(),
         "command": " ".join(
             ["python -m benchmarks.kernels.run", *(sys.argv[1:] if argv is None else argv)]

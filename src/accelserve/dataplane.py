@@ -1,18 +1,29 @@
 """The data plane: the one surface every frontend (HTTP, gRPC, OpenAI) calls.
 
 Frontends decode their wire format into ``InferRequest`` objects and map ``AccelServeError``
-codes to status codes; everything else (validation against the model config, routing to the
+codes to status codes; everything else (model-name and request validation, routing to the
 model's scheduler, statistics, repository control) happens here once.
+
+Every failed inference request is counted under one of Triton's failure reasons
+(``stats.failure_reason``): in the model version's statistics when the request named a READY
+model (the runner counts what fails from its admission on, this module what fails before it,
+and the frontends report their decoding failures through ``record_failure``); otherwise (an
+invalid or unknown model name or version, a model that is not READY, a message that names no
+model) in the server-wide ``failures_without_model``, which /metrics exports as
+``accelserve_inference_request_failure_no_model``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from accelserve.config import config_to_json
 from accelserve.errors import (
+    AccelServeError,
     InvalidArgumentError,
     ModelNotFoundError,
     PermissionDeniedError,
@@ -20,7 +31,8 @@ from accelserve.errors import (
     UnavailableError,
 )
 from accelserve.model import READY, ModelRecord, ModelVersion
-from accelserve.stats import ModelStats
+from accelserve.names import check_model_name
+from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest, InferResponse
 from accelserve.validation import prepare_inputs
 from accelserve.version import __version__
@@ -69,6 +81,8 @@ class DataPlane:
         self.api_key = api_key
         self.started = False
         self.stopping = False
+        # reason -> failed inference requests that named no READY model (see the module doc)
+        self.failures_without_model: dict[str, int] = {}
 
     # -- health and metadata -------------------------------------------------------------------
 
@@ -81,7 +95,14 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "accelserve", "version": __version__, "extensions": EXTENSIONS}
 
+    def check_name(self, name: str) -> None:
+        """InvalidArgumentError for a name that cannot be a model's (``names``); a known
+        model's name passed that check when it was loaded, so the hot path skips it."""
+        if name not in self.repository.models:
+            check_model_name(name)
+
     def model_ready(self, name: str, version: str = "") -> bool:
+        self.check_name(name)
         try:
             self.repository.get(name, version)
         except (ModelNotFoundError, UnavailableError):
@@ -91,15 +112,17 @@ class DataPlane:
     def known_model_ready(self, name: str, version: str = "") -> bool:
         """``model_ready``, except that a model name the server does not know is
         ModelNotFoundError (V2's ready routes answer 404 for it, and not-ready for the rest)."""
+        self.check_name(name)
         if name not in self.repository.models:
             raise ModelNotFoundError(f"Request for unknown model: '{name}' is not found")
         return self.model_ready(name, version)
 
     def model(self, name: str, version: str = "") -> ModelVersion:
+        self.check_name(name)
         return self.repository.get(name, version)
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
-        model = self.repository.get(name, version)
+        model = self.model(name, version)
         record = self.repository.models[name]
         mbs = model.config.max_batch_size
         return {
@@ -111,7 +134,7 @@ class DataPlane:
         }
 
     def model_config(self, name: str, version: str = "") -> dict[str, Any]:
-        model = self.repository.get(name, version)
+        model = self.model(name, version)
         data = config_to_json(model.config)
         data["instances"] = model.placement()  # accelserve extension: where each instance lives
         return data
@@ -120,19 +143,46 @@ class DataPlane:
 
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
         if self.stopping:
-            raise UnavailableError("the server is shutting down and accepts no new requests")
-        model = self.repository.get(name, version)
-        prepare_inputs(model, request)
-        outputs = await model.runner.infer(request)
+            error = UnavailableError("the server is shutting down and accepts no new requests")
+            self.record_failure(name, version, error)
+            raise error
+        start = time.perf_counter_ns()
+        try:
+            self.check_name(name)
+            model = self.repository.get(name, version)
+        except AccelServeError as exc:
+            self._count_without_model(exc)
+            raise
+        try:
+            prepare_inputs(model, request)
+        except AccelServeError as exc:
+            model.stats.record_failure(failure_reason(exc), time.perf_counter_ns() - start)
+            raise
+        outputs = await model.runner.infer(request)  # counts its own failures
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
         return InferResponse(name, model.version, outputs, request.id)
+
+    def record_failure(self, name: str, version: str, exc: BaseException) -> None:
+        """Count an inference request that failed in a frontend, before ``infer`` (a body
+        that does not decode), under the model it names when that model is READY."""
+        try:
+            self.check_name(name)
+            stats = self.repository.get(name, version).stats
+        except AccelServeError:
+            self._count_without_model(exc)
+            return
+        stats.record_failure(failure_reason(exc), 0)
+
+    def _count_without_model(self, exc: BaseException) -> None:
+        reason = failure_reason(exc)
+        self.failures_without_model[reason] = self.failures_without_model.get(reason, 0) + 1
 
     # -- statistics -------------------------------------------------------------------------
 
     def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
         if name:
-            self.repository.get(name, version)  # 404/503 for unknown or unavailable models
+            self.model(name, version)  # 404/503 for unknown or unavailable models
             record = self.repository.models[name]
             versions = [record.versions[version]] if version else list(record.versions.values())
         else:
@@ -176,13 +226,16 @@ class DataPlane:
 
     async def load_model(self, name: str, api_key: str | None) -> None:
         self.authorize_control(api_key)
-        record = await self.repository.load(name)
+        check_model_name(name)
+        # Shielded: a client that goes away mid-load cancels its request, never the load.
+        record = await asyncio.shield(self.repository.load(name))
         if record.state != READY:
             raise InvalidArgumentError(f"failed to load '{name}': {record.reason}")
 
     async def unload_model(self, name: str, api_key: str | None) -> None:
         self.authorize_control(api_key)
-        await self.repository.unload(name)
+        check_model_name(name)
+        await asyncio.shield(self.repository.unload(name))
 
 
 def _version_stats(version: ModelVersion) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from accelserve.errors import (
     UnavailableError,
 )
 from accelserve.model import READY, ModelLookup, ModelVersion
-from accelserve.stats import ModelStats
+from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest, TensorSpec
 from accelserve.validation import prepare_inputs
 
@@ -273,7 +273,9 @@ class EnsembleRunner:
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
         start = _NS()
         if self._stopping:
-            raise UnavailableError(f"model '{self.graph.name}' is stopping")
+            error = UnavailableError(f"model '{self.graph.name}' is stopping")
+            self.stats.record_failure(failure_reason(error), _NS() - start)
+            raise error
         stats = self.stats
         stats.pending += 1
         self._idle.clear()
@@ -292,10 +294,7 @@ class EnsembleRunner:
                     tensors.update(result)
             answer = {name: tensors[name] for name in outputs}
         except BaseException as exc:
-            reason = "CANCELED" if isinstance(exc, asyncio.CancelledError) else "OTHER"
-            if isinstance(exc, ModelExecutionError):
-                reason = "BACKEND"
-            stats.record_failure(reason, _NS() - start)
+            stats.record_failure(failure_reason(exc), _NS() - start)
             raise
         finally:
             stats.pending -= 1

@@ -33,6 +33,7 @@ from accelserve.errors import (
     UnavailableError,
 )
 from accelserve.model import LOADING, READY, UNAVAILABLE, UNLOADING, ModelRecord, ModelVersion
+from accelserve.names import check_model_name
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
 from accelserve.types import TensorSpec
@@ -82,8 +83,9 @@ class ModelRepository:
 
     async def load(self, name: str) -> ModelRecord:
         """(Re)load a model; failures are recorded on the record, not raised."""
+        check_model_name(name)  # before the name reaches the file system
         model_dir = self.root / name
-        if "/" in name or name.startswith(".") or not model_dir.is_dir():
+        if not model_dir.is_dir():
             raise ModelNotFoundError(f"failed to load '{name}': no such model in the repository")
         async with self._locks.setdefault(name, asyncio.Lock()):
             old = self.models.get(name)

@@ -55,7 +55,7 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     await repository.load_all()
     release_free_memory()
 
-    frontend = HttpFrontend(dataplane, extra=_openai_handler(dataplane))
+    frontend = HttpFrontend(dataplane, extra=_v1_handler(dataplane))
     http = HttpServer(
         frontend.handle,
         render_error,
@@ -109,6 +109,13 @@ def release_free_memory() -> None:
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def _v1_handler(dataplane: DataPlane) -> Any:
+    """TF Serving's REST routes, then OpenAI's: both live under /v1."""
+    from accelserve.frontends.tfserving import TFServingFrontend
+
+    return TFServingFrontend(dataplane, fallback=_openai_handler(dataplane))
 
 
 def _openai_handler(dataplane: DataPlane) -> Any:

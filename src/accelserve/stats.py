@@ -13,16 +13,34 @@ tuple), and models loaded later get them too.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+
+from accelserve.errors import AccelServeError, ErrorCode, ModelExecutionError
 
 # Upper bounds of the latency buckets in milliseconds (Prometheus "le"), when not configured.
 DEFAULT_LATENCY_BUCKETS_MS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
 )  # fmt: skip
 HISTOGRAM_FIELDS = ("success", "queue", "compute_infer")
+# Triton's failure reasons (the ``reason`` label of nv_inference_request_failure): REJECTED, the
+# server refused the request before running it (invalid input, queue full, too large);
+# CANCELED, the client went away (disconnected, cancelled, past its gRPC deadline); BACKEND,
+# the model's execution failed; OTHER, anything else (queue timeout, a model not READY, ...).
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+_REJECTED_CODES = frozenset(
+    {
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.RESOURCE_EXHAUSTED,
+        ErrorCode.UNAUTHENTICATED,
+        ErrorCode.PERMISSION_DENIED,
+    }
+)
 _histogram_bounds_ns: tuple[int, ...] | None = None  # set by enable_histograms
 
 
@@ -63,6 +81,17 @@ class Histogram(Duration):
         histogram = cls(duration.count, duration.ns, bounds_ns)
         histogram.buckets[-1] = duration.count
         return histogram
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The failure reason under which a request that raised ``exc`` is counted."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(exc, ModelExecutionError):
+        return "BACKEND"
+    if isinstance(exc, AccelServeError) and exc.code in _REJECTED_CODES:
+        return "REJECTED"
+    return "OTHER"
 
 
 def bounds_ns(buckets_ms: Sequence[float]) -> tuple[int, ...]:

@@ -58,7 +58,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_jax_spread(root, "jax_spread", f"instance_group [{{ count: {HOSTS} kind: KIND_CPU }}]\n")
     # Misconfigurations, each for a different reason.
     (root / "bad_platform" / "1").mkdir(parents=True)
-    (root / "bad_platform" / "config.pbtxt").write_text('platform: "tensorflow_savedmodel"\n')
+    (root / "bad_platform" / "config.pbtxt").write_text('platform: "tensorrt_plan"\n')
     build_jax(
         root,
         "absent_gpu",
@@ -233,7 +233,7 @@ def test_a_misconfigured_model_is_unavailable_with_its_reason(
     index = {row["name"]: row for row in client.get_model_repository_index()}
     assert index[model]["state"] == "UNAVAILABLE"
     assert REASONS[model] in index[model]["reason"]
-    assert "received 'tensorflow_savedmodel'" in index["bad_platform"]["reason"]
+    assert "received 'tensorrt_plan'" in index["bad_platform"]["reason"]
     assert not client.is_model_ready(model)
     # Inference on it is a 503 that carries the reason, with no path or traceback.
     body: dict[str, Any] = {

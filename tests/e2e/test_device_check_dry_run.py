@@ -1,5 +1,6 @@
 """scripts/device_check.py with DRY_RUN=1: every step runs on the CPU with tiny shapes and
-writes its file, the blocks land in the output folder, docs/PERFORMANCE.md stays as it was."""
+writes its file (the kernels step through the CUDA code path with Triton's interpreter), the
+blocks land in the output folder, docs/PERFORMANCE.md stays as it was."""
 
 from __future__ import annotations
 
@@ -42,4 +43,11 @@ def test_dry_run_runs_every_step_and_leaves_the_docs_alone(tmp_path: Path) -> No
     assert "<!-- BEGIN kernels -->" in performance
     assert "<!-- BEGIN device-check-server -->" in performance
     assert (out / "results" / "bench_kernels.csv").exists()
-    assert "| native | cpu | 64 |" in (out / "server.md").read_text()
+    server = (out / "server.md").read_text()
+    assert "| native | cpu | 64 |" in server and "| minilm_head | cpu | 64 |" in server
+    # The kernels step ran the CUDA code path: the Triton kernels, under the interpreter.
+    kernels = (out / "kernels.log").read_text()
+    for op in ("matmul", "linear", "add", "reduce_sum", "l2_normalize", "masked_mean_pool_l2"):
+        assert any(line.startswith(op) and " triton " in line for line in kernels.splitlines()) or (
+            op == "matmul" and " blocked " in kernels
+        ), op

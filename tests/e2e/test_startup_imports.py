@@ -1,4 +1,5 @@
-"""A server whose only model is ONNX imports no deep-learning framework (issue 11 item 7).
+"""A server whose only model is ONNX imports no deep-learning framework (issue 11 item 7);
+one with a TensorFlow model imports TensorFlow and nothing else (issue 13).
 
 The server runs as a real process through a small wrapper: ``accelserve.cli.main`` in the main
 thread, and a thread that waits for ``/v2/health/ready`` and then prints which of torch, jax and
@@ -36,9 +37,9 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_an_onnx_only_server_imports_no_framework(tmp_path: Path) -> None:
-    repository = tmp_path / "models"
-    copy_example("simple", repository)
+def _frameworks_when_ready(repository: Path) -> tuple[list[str], list[str]]:
+    """Start the server on ``repository``; once ready: the frameworks in its ``sys.modules``
+    and the framework libraries mapped into it."""
     http = free_port()
     script = f"FRAMEWORKS = {FRAMEWORKS!r}\n{WRAPPER}"
     with subprocess.Popen(
@@ -56,6 +57,8 @@ def test_an_onnx_only_server_imports_no_framework(tmp_path: Path) -> None:
             str(free_port()),
             "--metrics-port",
             str(free_port()),
+            "--device",
+            "cpu",
             "--log-level",
             "warning",
         ],
@@ -72,9 +75,28 @@ def test_an_onnx_only_server_imports_no_framework(tmp_path: Path) -> None:
                     break
             report = next((ln for ln in lines if ln.startswith("FRAMEWORKS ")), None)
             assert report is not None, "".join(lines)
-            assert json.loads(report.split(" ", 1)[1]) == []
-            with open(f"/proc/{process.pid}/maps") as maps:  # and no framework library is mapped
-                assert not [ln for ln in maps if "libtorch" in ln or "libtensorflow" in ln]
+            with open(f"/proc/{process.pid}/maps") as maps:
+                libraries = sorted(
+                    {lib for ln in maps for lib in ("libtorch", "libtensorflow") if lib in ln}
+                )
+            return json.loads(report.split(" ", 1)[1]), libraries
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
+
+
+def test_an_onnx_only_server_imports_no_framework(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    copy_example("simple", repository)
+    assert _frameworks_when_ready(repository) == ([], [])
+
+
+def test_a_tensorflow_model_brings_tensorflow_alone(tmp_path: Path, tf_models: Path) -> None:
+    """The other side of the check above: the same server with one SavedModel beside the ONNX
+    model imports TensorFlow (and maps its library), and still neither torch nor jax."""
+    from tests.tf_builders import place
+
+    repository = tmp_path / "models"
+    copy_example("simple", repository)
+    place(tf_models, "seed", repository, "seed")
+    assert _frameworks_when_ready(repository) == (["tensorflow"], ["libtensorflow"])

@@ -16,7 +16,7 @@ from accelserve.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from accelserve.model import READY, UNAVAILABLE
+from accelserve.model import READY, UNAVAILABLE, ModelRecord
 from accelserve.types import InferRequest
 from tests.unit.fake_models import (
     API_KEY,
@@ -191,3 +191,83 @@ def test_load_and_unload() -> None:
     assert not dataplane.model_ready("extra") and dataplane.known_model_ready("extra") is False
     with pytest.raises(ModelNotFoundError):
         asyncio.run(dataplane.unload_model("nope", API_KEY))
+
+
+def test_every_failed_inference_is_counted() -> None:
+    dataplane = simple_dataplane()
+    stats = dataplane.model("simple", "2").stats
+    with pytest.raises(InvalidArgumentError, match="max_batch_size"):
+        asyncio.run(dataplane.infer("simple", "", request(9)))  # the config rejects it
+    assert stats.fail_reasons == {"REJECTED": 1} and stats.fail.count == 1
+    assert not runner_of(dataplane).requests
+    # a frontend's decoding failure, reported under the model it names
+    dataplane.record_failure("simple", "2", InvalidArgumentError("bad body"))
+    assert stats.fail_reasons == {"REJECTED": 2}
+    # requests that name no READY model: counted server-wide
+    for name, version, error in (
+        ("nope", "", ModelNotFoundError),
+        ("simple", "7", ModelNotFoundError),
+        ("broken", "", UnavailableError),
+        ("x" * 300, "", InvalidArgumentError),
+    ):
+        with pytest.raises(error):
+            asyncio.run(dataplane.infer(name, version, request()))
+    dataplane.record_failure("", "", InvalidArgumentError("malformed message"))
+    assert dataplane.failures_without_model == {"REJECTED": 4, "OTHER": 1}
+    assert stats.fail_reasons == {"REJECTED": 2}
+    dataplane.stopping = True
+    with pytest.raises(UnavailableError, match="shutting down"):
+        asyncio.run(dataplane.infer("simple", "", request()))
+    assert stats.fail_reasons == {"REJECTED": 2, "OTHER": 1}
+
+
+@pytest.mark.parametrize("name", ["x" * 256, "../simple", "a\\b", "a\x00b", ".hidden", ""])
+def test_invalid_model_names_are_invalid_arguments_on_every_route(name: str) -> None:
+    dataplane = simple_dataplane(model_control=True)
+    calls = [
+        lambda: dataplane.model_ready(name),
+        lambda: dataplane.known_model_ready(name),
+        lambda: dataplane.model(name),
+        lambda: dataplane.model_metadata(name),
+        lambda: dataplane.model_config(name),
+        lambda: dataplane.statistics(name) if name else dataplane.model(name),
+        lambda: asyncio.run(dataplane.infer(name, "", request())),
+        lambda: asyncio.run(dataplane.load_model(name, API_KEY)),
+        lambda: asyncio.run(dataplane.unload_model(name, API_KEY)),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError, match="model name: expected"):
+            call()
+    registry = dataplane.repository
+    assert isinstance(registry, FakeRegistry)
+    assert set(registry.models) == {"simple", "broken"}  # nothing was loaded or unloaded
+
+
+def test_a_caller_cancelled_mid_load_does_not_cancel_the_load() -> None:
+    dataplane = simple_dataplane(model_control=True)
+    registry = dataplane.repository
+    assert isinstance(registry, FakeRegistry)
+    registry.loadable["extra"] = [simple_version("3", name="extra")]
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    load = registry.load
+
+    async def slow_load(name: str) -> ModelRecord:
+        entered.set()
+        await release.wait()
+        return await load(name)
+
+    registry.load = slow_load  # type: ignore[method-assign]
+
+    async def main() -> None:
+        caller = asyncio.ensure_future(dataplane.load_model("extra", API_KEY))
+        await entered.wait()
+        caller.cancel()  # e.g. the HTTP client went away
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        for _ in range(20):  # the shielded load's remaining steps, a few loop turns
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert dataplane.model_ready("extra", "3")

@@ -19,6 +19,8 @@ BACKENDS: dict[str, str] = {
     "pytorch": "accelserve.backends.torch:TorchBackend",
     "accelserve_torch_export": "accelserve.backends.torch:TorchBackend",
     "jax": "accelserve.backends.jax:JaxBackend",
+    "tensorflow_savedmodel": "accelserve.backends.tensorflow:TensorFlowBackend",
+    "tensorflow": "accelserve.backends.tensorflow:TensorFlowBackend",
     "accelserve_native": "accelserve.backends.native:NativeBackend",
     "python": "accelserve.backends.python:PythonBackend",
     "accelserve_tokenizer": "accelserve.backends.tokenizer:TokenizerBackend",
@@ -31,6 +33,7 @@ FILE_PLATFORMS: dict[str, str] = {
     "model.pt2": "accelserve_torch_export",
     "model.pt": "pytorch_libtorch",
     "model.jax": "jax",
+    "model.savedmodel": "tensorflow_savedmodel",
     "model.safetensors": "accelserve_native",
     "model.py": "python",
 }

@@ -37,6 +37,7 @@ from accelserve.errors import (
     UnavailableError,
 )
 from accelserve.frontends.errors import GRPC_STATUS, bearer_token
+from accelserve.frontends.tfserving_grpc import TFServingGrpc
 from accelserve.protocol import grpc_service_pb2 as pb
 
 log = logging.getLogger("accelserve.grpc")
@@ -90,8 +91,16 @@ class GrpcFrontend:
         raise AssertionError("unreachable: abort raises")
 
     async def _infer(self, data: bytes) -> pb.ModelInferResponse:
-        message = _parse(pb.ModelInferRequest, data)
-        request = decode_infer_request(message)
+        try:
+            message = _parse(pb.ModelInferRequest, data)
+        except AccelServeError as exc:
+            self.dataplane.record_failure("", "", exc)  # names no model: counted server-wide
+            raise
+        try:
+            request = decode_infer_request(message)
+        except AccelServeError as exc:
+            self.dataplane.record_failure(message.model_name, message.model_version, exc)
+            raise
         name = message.model_name
         response = await self.dataplane.infer(name, message.model_version, request)
         return encode_infer_response(
@@ -275,9 +284,13 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent second server
         ]
     )
-    handlers = GrpcFrontend(dataplane).method_handlers()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
+    services = {
+        SERVICE: GrpcFrontend(dataplane).method_handlers(),
+        **TFServingGrpc(dataplane).services(_unary),  # TF Serving's API beside V2
+    }
+    for name, handlers in services.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

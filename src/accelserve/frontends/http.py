@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from accelserve.codecs.v2 import DecodedRequest
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
@@ -84,16 +85,11 @@ class HttpFrontend:
         return _json(dp.statistics(name, version))
 
     async def _infer(self, name: str, version: str, request: Request) -> Response:
-        header_length = None
-        value = request.header(HEADER_LENGTH)
-        if value is not None:
-            if not value.isdigit():
-                raise InvalidArgumentError(
-                    f"Inference-Header-Content-Length: expected a non-negative integer; "
-                    f"received {value.decode(errors='replace')!r}"
-                )
-            header_length = int(value)
-        decoded = decode_request(request.body, header_length)
+        try:
+            decoded = _decode(request)
+        except AccelServeError as exc:
+            self.dataplane.record_failure(name, version, exc)  # counted like any failure
+            raise
         response = await self.dataplane.infer(name, version, decoded)
         payload, json_length = encode_response(
             response.model_name,
@@ -144,6 +140,19 @@ class HttpFrontend:
                 await dp.unload_model(parts[3], key)
                 return 200, JSON, b"{}"
         raise ModelNotFoundError(f"no route for {method} {route}")
+
+
+def _decode(request: Request) -> DecodedRequest:
+    header_length = None
+    value = request.header(HEADER_LENGTH)
+    if value is not None:
+        if not value.isdigit():
+            raise InvalidArgumentError(
+                f"Inference-Header-Content-Length: expected a non-negative integer; "
+                f"received {value.decode(errors='replace')!r}"
+            )
+        header_length = int(value)
+    return decode_request(request.body, header_length)
 
 
 def error_response(exc: AccelServeError) -> Response:

@@ -11,6 +11,7 @@ work (results in docs/PERFORMANCE.md, `server-simple`).
 
 What it implements: keep-alive (HTTP/1.1's default; HTTP/1.0 with ``Connection:
 keep-alive``), pipelined requests answered in order, Content-Length and chunked request bodies,
+a request's handler cancelled when its client disconnects (or closes its side),
 413 past the body limit (before reading the body when Content-Length says so), 400 on requests
 that do not parse, ``Expect: 100-continue``, ``Connection: close``, HEAD (headers only), idle
 keep-alive connections closed after ``keep_alive_s``, write back-pressure, and a graceful stop:
@@ -178,8 +179,10 @@ class _Connection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None  # a running handler finishes; its answer is dropped
+        self.transport = None
         self.queue.clear()
+        if self.task is not None:  # the client has gone: its request is cancelled (and a
+            self.task.cancel()  # request still in a model's queue leaves it, never computed)
         self.server._closed(self)
 
     def data_received(self, data: bytes) -> None:
@@ -200,11 +203,14 @@ class _Connection(asyncio.Protocol):
             self._reject(400, f"malformed HTTP request: {exc}")
 
     def eof_received(self) -> bool:
-        """The client will send nothing more: answer what it sent in full, then close."""
-        self.receiving = False  # a partial request will never complete
-        if self.busy():
-            self.closing = True
-            return True  # keep the transport open to write the answers
+        """The client closed its side: close ours, which cancels a request still being handled
+        (``connection_lost``).
+
+        A client that sent a request and closed its socket cannot be told from one that only
+        half-closed and still reads: TCP shows both as a FIN, and nearly every client that
+        sends one before its answer has gone (timed out, aborted). So, as Go's net/http and
+        nginx do, the request is given up rather than computed for nobody."""
+        self.receiving = False
         return False  # the transport closes itself
 
     def pause_writing(self) -> None:
@@ -269,6 +275,9 @@ class _Connection(asyncio.Protocol):
             else:
                 try:
                     response = await server.handler(request)
+                except asyncio.CancelledError:  # connection_lost: nobody to answer
+                    self.task = None
+                    raise
                 except Exception:  # the handler maps its own errors; this is a last resort
                     log.exception("unhandled error on %s %s", request.method, request.path)
                     response = server.render_error(500, "internal server error")

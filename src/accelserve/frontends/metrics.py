@@ -15,6 +15,10 @@ Per model version (labels ``model``, ``version``), as Triton names them:
   ``..._compute_output_duration_us``; and accelserve's ``accelserve_inference_isolation_retry_count``
   (backend calls re-run to find the requests that failed a batch);
 - gauge ``nv_inference_pending_request_count``;
+- server-wide (no model label), counter ``accelserve_inference_request_failure_no_model`` (label
+  ``reason``): failed inference requests that named no READY model (an invalid or unknown model
+  name or version, a model not READY, a gRPC message that does not parse), which Triton does not
+  count anywhere; per-model failures include requests rejected before they reached the model;
 - histograms in milliseconds: ``nv_inference_first_response_histogram_ms`` (Triton's name; for
   a non-decoupled model the first response is the response, so this is request latency),
   ``accelserve_inference_queue_histogram_ms`` and ``accelserve_inference_compute_infer_histogram_ms``,
@@ -53,7 +57,13 @@ from accelserve.device_usage import DeviceSampler
 from accelserve.errors import UnavailableError
 from accelserve.frontends.errors import MethodNotAllowedError, expect_method, http_status
 from accelserve.frontends.http_server import HttpServer, Request, Response
-from accelserve.stats import DEFAULT_LATENCY_BUCKETS_MS, Duration, Histogram, ModelStats
+from accelserve.stats import (
+    DEFAULT_LATENCY_BUCKETS_MS,
+    FAILURE_REASONS,  # Triton's, always exported
+    Duration,
+    Histogram,
+    ModelStats,
+)
 from accelserve.stats import enable_histograms as _enable_histograms
 
 log = logging.getLogger("accelserve.metrics")
@@ -64,7 +74,6 @@ floatToGoString: Callable[[float], str] = _untyped_float_to_go_string
 BUCKETS_ENV = "ACCELSERVE_METRICS_LATENCY_BUCKETS_MS"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY_BYTES = 64 * 1024  # a scrape has no body
-FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")  # Triton's, always exported
 _LABELS = ["model", "version"]
 _US_COUNTERS = (  # (metric, ModelStats field, help)
     ("nv_inference_request_duration_us", "success", "request duration"),
@@ -154,7 +163,14 @@ class ModelStatsCollector(Collector):
             for metric, field in durations:
                 duration: Duration = getattr(stats, field)
                 metric.samples.append(Sample(metric.name, labels, duration.ns // 1000))
-        yield from (success, failure, count, executions, retries, pending)
+        no_model = _counter(
+            "accelserve_inference_request_failure_no_model",
+            "Number of failed inference requests that named no READY model",
+        )
+        reasons = dict.fromkeys(FAILURE_REASONS, 0) | self.dataplane.failures_without_model.copy()
+        for reason, value in sorted(reasons.items()):
+            no_model.samples.append(Sample(no_model.name, {"reason": reason}, value))
+        yield from (success, failure, no_model, count, executions, retries, pending)
         yield from (metric for metric, _ in durations)
         yield from self._histograms(models)
 

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from accelserve.dataplane import DataPlane
-from accelserve.errors import AccelServeError
+from accelserve.errors import AccelServeError, InvalidArgumentError
 from accelserve.frontends.errors import (
     MethodNotAllowedError,
     bearer_token,
@@ -155,14 +155,19 @@ class OpenAIFrontend:
         if not isinstance(request, dict):
             raise _bad("the request body must be a JSON object", None)
         info = self._resolve(request.get("model"))
-        encoding = request.get("encoding_format") or "float"
-        if encoding not in ("float", "base64"):
-            raise _bad(
-                f"encoding_format: expected 'float' or 'base64'; received {encoding!r}",
-                "encoding_format",
-            )
-        dimensions = info.check_dimensions(request.get("dimensions"))
-        texts, tokens = _parse_input(request.get("input"), info)
+        try:
+            encoding = request.get("encoding_format") or "float"
+            if encoding not in ("float", "base64"):
+                raise _bad(
+                    f"encoding_format: expected 'float' or 'base64'; received {encoding!r}",
+                    "encoding_format",
+                )
+            dimensions = info.check_dimensions(request.get("dimensions"))
+            texts, tokens = _parse_input(request.get("input"), info)
+        except (OpenAIError, AccelServeError) as exc:  # rejected before the model: counted
+            rejected = InvalidArgumentError(str(exc))
+            self.service.dataplane.record_failure(info.name, "", rejected)
+            raise
         if texts is not None:
             result = await self.service.embed_texts(info, texts, dimensions)
         else:

@@ -32,6 +32,7 @@ from functools import partial
 from typing import Any
 
 from accelserve.errors import (
+    AccelServeError,
     ConfigError,
     InvalidArgumentError,
     QueueFullError,
@@ -48,7 +49,7 @@ from accelserve.scheduling.policy import BatchingPolicy
 from accelserve.scheduling.queues import DONE, QUEUED, RUNNING, Item, LevelQueues
 from accelserve.scheduling.sequences import sequence_length, signature, trim
 from accelserve.scheduling.timers import Clock, Timer
-from accelserve.stats import ModelStats
+from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest
 
 _NS = time.perf_counter_ns
@@ -121,8 +122,23 @@ class Scheduler:
     # -- admission ---------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> Tensors:
-        """Queue ``request`` and return all of the backend's outputs for exactly it."""
+        """Queue ``request`` and return all of the backend's outputs for exactly it. Every
+        failure is counted in the statistics; a caller cancelled while its request waits
+        takes the request out of the queue (CANCELED), unrun."""
         arrival_ns = _NS()
+        try:
+            item = self._admit(request, arrival_ns)
+        except AccelServeError as exc:  # refused before it was queued
+            self.stats.record_failure(failure_reason(exc), _NS() - arrival_ns)
+            raise
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            self._cancel(item)
+            raise
+
+    def _admit(self, request: InferRequest, arrival_ns: int) -> Item:
+        """Queue ``request`` as an Item, or raise why it cannot be."""
         if self._stopping:
             raise UnavailableError(f"model '{self.model_name}' is stopping")
         level = self._level_of(request.priority)
@@ -131,7 +147,6 @@ class Scheduler:
         if self._dynamic:
             limit = qp.max_queue_size
             if limit and self._queues.sizes[level] >= limit:
-                self.stats.record_failure("REJECTED", _NS() - arrival_ns)
                 raise QueueFullError(
                     f"Exceeds maximum queue size: model '{self.model_name}' already has {limit} "
                     f"queued requests at priority level {level + 1} (max_queue_size {limit})"
@@ -171,11 +186,7 @@ class Scheduler:
         elif not self._kick_scheduled:
             self._kick_scheduled = True  # a burst arriving in this loop turn shares the batch
             loop.call_soon(self._kick)
-        try:
-            return await item.future
-        except asyncio.CancelledError:
-            self._cancel(item)
-            raise
+        return item
 
     def _level_of(self, priority: int) -> int:
         if priority == 0:

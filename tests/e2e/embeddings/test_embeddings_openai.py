@@ -32,6 +32,17 @@ def test_models_lists_the_embedding_pipelines(client: openai.OpenAI) -> None:
     assert model.id == "minilm" and model.owned_by == "accelserve"
 
 
+def test_model_route_shared_with_tf_serving(minilm_server: ServerProcess) -> None:
+    # GET /v1/models/{m} is TF Serving's status route too: one body carries both answers.
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = httpx.get(f"{minilm_server.base}/v1/models/minilm", headers=headers).json()
+    assert body["id"] == "minilm" and body["object"] == "model"
+    assert body["model_version_status"][0]["state"] == "AVAILABLE"
+    # Without the key, TF Serving clients still get the status (and no OpenAI fields).
+    bare = httpx.get(f"{minilm_server.base}/v1/models/minilm").json()
+    assert "id" not in bare and bare["model_version_status"][0]["version"] == "1"
+
+
 @pytest.mark.parametrize("model", ["minilm", "minilm_onnx"])
 def test_float_and_base64_match_sentence_transformers(
     client: openai.OpenAI, reference: dict, model: str

@@ -237,3 +237,24 @@ def test_token_ids_need_a_model_that_takes_them(service: EmbeddingsService) -> N
     info = replace(service.model("emb"), ids_inputs=None)
     with pytest.raises(EmbeddingInputError, match="model 'emb' does not accept token ids"):
         asyncio.run(service.embed_tokens(info, [[1, 2]]))
+
+
+def test_openai_requests_rejected_before_the_model_are_counted(
+    service: EmbeddingsService, pipeline: FakePipeline
+) -> None:
+    from accelserve.frontends.openai import OpenAIFrontend
+
+    frontend = OpenAIFrontend(service.dataplane)
+    stats = service.dataplane.model("emb").stats
+    for body in (
+        b'{"model": "emb", "input": ""}',
+        b'{"model": "emb", "input": ["a"], "encoding_format": "hex"}',
+        b'{"model": "emb", "input": ["a"], "dimensions": 0}',
+    ):
+        status, _, _ = asyncio.run(frontend("POST", "/v1/embeddings", [], body))
+        assert status == 400
+    assert stats.fail_reasons == {"REJECTED": 3}
+    status, _, _ = asyncio.run(
+        frontend("POST", "/v1/embeddings", [], b'{"model": "emb", "input": "a"}')
+    )
+    assert status == 200 and stats.fail_reasons == {"REJECTED": 3}

@@ -145,6 +145,9 @@ def test_repository_runs_the_pipeline(repository: Path) -> None:
                 InferRequest(inputs={"SUM": pairs[0][0], "DIFF": pairs[0][1]}, outputs=["TWO_A"])
             )
             np.testing.assert_array_equal(partial["TWO_A"], pairs[0][0] + pairs[0][1])
+            with pytest.raises(InvalidArgumentError, match="needs 'B'"):
+                await model.runner.infer(InferRequest(inputs={"A": pairs[0][0]}))
+            assert model.stats.fail_reasons == {"REJECTED": 1}  # the client's fault
         finally:
             await repo.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 from sched_helpers import Build, Doubler, FakeClock, check, request, settle, until
 
@@ -245,3 +246,42 @@ def test_rejected_request_does_not_hold_back_ordered_answers(build: Build) -> No
             check(await task, i)
 
     asyncio.run(main())
+
+
+class _Picky(Doubler):
+    """Refuses a batch holding the value 13 the way a framework refuses bad data."""
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = super().infer(inputs)  # records the batch and waits for the gate
+        if (inputs["x"] == 13).any():
+            raise InvalidArgumentError("the value 13 is not accepted")
+        return outputs
+
+
+def test_a_backend_blaming_the_data_is_a_client_error_of_that_request_only(
+    build: Build,
+) -> None:
+    """Alone, the request is refused as the client's fault; in a shared batch, the batch is
+    run again in parts (isolation), so its neighbour is answered and it alone is refused."""
+    gate = threading.Event()
+    backend = _Picky(gate=gate)
+    sched = build(dynamic(4), backend)
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(sched.infer(request(1)))
+        await until(backend.entered.is_set)  # the instance is busy: the next two queue up
+        queued = [asyncio.ensure_future(sched.infer(request(v))) for v in (2, 13)]
+        await settle()
+        gate.set()
+        shared = await asyncio.gather(first, *queued, return_exceptions=True)
+        alone = await asyncio.gather(sched.infer(request(13)), return_exceptions=True)
+        return [*alone, *shared]
+
+    alone, first, neighbour, culprit = asyncio.run(main())
+    for refused in (alone, culprit):
+        assert isinstance(refused, InvalidArgumentError)
+        assert str(refused) == "model 'm': the value 13 is not accepted"
+    check(first, 1)  # type: ignore[arg-type]
+    check(neighbour, 2)  # type: ignore[arg-type]
+    assert backend.batches[1:] == [[2, 13], [2], [13], [13]]
+    assert sched.stats.isolation_retries == 2
