@@ -76,6 +76,17 @@ class ModelExecutionError(AccelServeError):
     code = ErrorCode.INTERNAL
 
 
+class ModelInputError(InvalidArgumentError):
+    """A backend refused the data of a batch (a token id outside the vocabulary, an index out
+    of range): the client's fault, HTTP 400 / gRPC INVALID_ARGUMENT. The message names the
+    input and the bad value where the backend's error lets us tell."""
+
+
+class ServerFaultError(ModelExecutionError):
+    """A batch failed for the server's own reasons (out of memory, the backend is closed or
+    its worker died): no request is to blame, so the batch is not retried request by request."""
+
+
 class ConfigError(AccelServeError):
     """A model's configuration or files are wrong; the model becomes UNAVAILABLE."""
 

@@ -16,6 +16,7 @@ from accelserve.types import InferRequest, TensorSpec
 
 if TYPE_CHECKING:
     from accelserve.scheduling.instances import ModelInstance
+    from accelserve.validation import ValueChecks
 
 READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
 _MEMORY_TYPES = {"cpu": "CPU", "cuda": "GPU", "tpu": "TPU"}
@@ -40,6 +41,13 @@ class ModelVersion:
     stats: ModelStats
     placements: list[dict[str, object]] = field(default_factory=list)  # static (ensembles)
     instances: list[ModelInstance] = field(default_factory=list)
+    # What the config declares about input values (token ids, text), checked on admission.
+    checks: ValueChecks = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from accelserve.validation import value_checks
+
+        self.checks = value_checks(self.config)
 
     @property
     def platform(self) -> str:

@@ -302,6 +302,7 @@ async def _load_backend_versions(
     from accelserve.scheduling.instances import ModelInstance
     from accelserve.scheduling.policy import BatchingPolicy
     from accelserve.scheduling.scheduler import Scheduler
+    from accelserve.validation import value_checks
 
     devices = instance_devices(config, default_device)
     versions: dict[str, ModelVersion] = {}
@@ -318,6 +319,7 @@ async def _load_backend_versions(
                         )
                     )
                 policy = BatchingPolicy.from_config(version_config)
+                value_checks(version_config)  # a bad declaration fails the load, not a request
             except BaseException:
                 for backend in backends:
                     backend.unload()

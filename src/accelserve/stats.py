@@ -143,6 +143,9 @@ class ModelStats:
     fail_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count
     batch: dict[int, BatchStats] = field(default_factory=dict)  # batch size -> stats
     pending: int = 0  # requests accepted and not yet answered
+    # Backend calls re-run to find the requests that failed a batch (scheduling.isolation);
+    # "isolation_retry_count" in /stats (accelserve's own field, not Triton's).
+    isolation_retries: int = 0
 
     def __post_init__(self) -> None:
         if _histogram_bounds_ns is not None:
@@ -177,6 +180,7 @@ class ModelStats:
             "last_inference": self.last_inference_ms,
             "inference_count": self.inference_count,
             "execution_count": self.execution_count,
+            "isolation_retry_count": self.isolation_retries,
             "inference_stats": {
                 "success": self.success.as_dict(),
                 "fail": self.fail.as_dict(),

@@ -139,6 +139,7 @@ def test_collector_reads_model_stats(tmp_path: Path) -> None:
         stats.record_failure("BACKEND", 10)
         stats.record_failure("TIMEOUT", 10)  # a reason outside Triton's four still shows
         stats.pending = 3
+        stats.isolation_retries = 4
         collector = ModelStatsCollector(dataplane)
         text = render(collector.collect()).decode()
         samples = {
@@ -154,6 +155,7 @@ def test_collector_reads_model_stats(tmp_path: Path) -> None:
         assert get("nv_inference_request_success_total") == 2
         assert get("nv_inference_count_total") == 5
         assert get("nv_inference_exec_count_total") == 1
+        assert get("accelserve_inference_isolation_retry_count_total") == 4
         assert get("nv_inference_pending_request_count") == 3
         assert get("nv_inference_request_duration_us_total") == 3000
         assert get("nv_inference_queue_duration_us_total") == 1  # 1999 ns -> 1 us, truncated

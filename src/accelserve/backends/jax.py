@@ -24,7 +24,7 @@ from jax import export as jax_export
 
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
-from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.errors import ConfigError, ModelExecutionError, ServerFaultError
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec, v2_datatype
 
@@ -110,7 +110,7 @@ class JaxBackend(Backend):
     def run_on_device(self, inputs: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Run one batch and keep the results as jax arrays on the instance's device."""
         if self._run is None:
-            raise ModelExecutionError(f"{self._where}: the model is unloaded")
+            raise ServerFaultError(f"{self._where}: the model is unloaded")
         try:
             arrays = [jax.device_put(inputs[n], self._jax_device) for n in self._input_names]
         except KeyError as exc:
@@ -118,9 +118,12 @@ class JaxBackend(Backend):
         try:
             results = self._run(*arrays)
         except Exception as exc:
-            raise ModelExecutionError(
-                f"{self._where}: JAX failed: {type(exc).__name__}: {_first_line(exc)}"
-            ) from None
+            text = f"{self._where}: JAX failed: {type(exc).__name__}: {_first_line(exc)}"
+            # XLA's gathers clamp an index out of range instead of failing, so the only
+            # failures told apart are the server's: out of device memory.
+            if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+                raise ServerFaultError(text) from None
+            raise ModelExecutionError(text) from None
         return dict(zip(self._output_names, results, strict=True))
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from accelserve import kernels
 from accelserve.backends.base import Backend
 from accelserve.backends.native_format import SPEC_FILE, WEIGHTS_FILE, NativeModel, parse_model
 from accelserve.devices import Device
-from accelserve.errors import AccelServeError, ConfigError, ModelExecutionError
+from accelserve.errors import AccelServeError, ConfigError, ModelExecutionError, ServerFaultError
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec, numpy_dtype
 
@@ -104,12 +104,14 @@ class NativeBackend(Backend):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._loaded:
-            raise ModelExecutionError(f"{self._where}: the model is unloaded")
+            raise ServerFaultError(f"{self._where}: the model is unloaded")
         name = self._model.input.name
         if name not in inputs:
             raise ModelExecutionError(f"{self._where}: input '{name}' is missing")
         try:
             y = self._run(inputs[name])
+        except MemoryError:
+            raise ServerFaultError(f"{self._where}: out of memory") from None
         except Exception as exc:
             raise ModelExecutionError(f"{self._where}: {_describe(exc)}") from None
         return {self._model.output.name: y}

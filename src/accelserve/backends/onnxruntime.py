@@ -26,7 +26,13 @@ import onnxruntime as ort
 from accelserve.backends.base import Backend
 from accelserve.config import count_parameter
 from accelserve.devices import Device
-from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.errors import (
+    AccelServeError,
+    ConfigError,
+    ModelExecutionError,
+    ModelInputError,
+    ServerFaultError,
+)
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec
 
@@ -102,12 +108,13 @@ class OnnxRuntimeBackend(Backend):
         self._run_options = ort.RunOptions()
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self.session
+        if session is None:
+            raise ServerFaultError("ONNX Runtime: the model is unloaded")
         try:
-            results = self.session.run(self._output_names, inputs, self._run_options)
+            results = session.run(self._output_names, inputs, self._run_options)
         except Exception as exc:
-            raise ModelExecutionError(
-                f"ONNX Runtime failed: {type(exc).__name__}: {_first_line(exc)}"
-            ) from None
+            raise run_error(exc, inputs) from None
         return dict(zip(self._output_names, results, strict=True))
 
     def unload(self) -> None:
@@ -208,8 +215,54 @@ def _drop_batch(spec: TensorSpec) -> TensorSpec:
     return TensorSpec(spec.name, spec.datatype, spec.dims[1:])
 
 
+# ONNX Runtime's status prefix, and the parts of a kernel's message worth keeping.
+_STATUS_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ")
+_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)$")
+_INDEX = re.compile(r"idx=(-?\d+) must be within the inclusive range \[(-?\d+),\s*(-?\d+)\]")
+_OUT_OF_MEMORY = ("out of memory", "failed to allocate", "bad_alloc", "bad allocation")
+
+
+def run_error(exc: BaseException, inputs: dict[str, np.ndarray]) -> AccelServeError:
+    """ONNX Runtime's error from ``run`` as the project's: INVALID_ARGUMENT (a bad index, a
+    shape the graph cannot take) is the input's fault, naming the input and value where the
+    message lets us tell; running out of memory is the server's; anything else a failure."""
+    text = _first_line(exc)
+    if type(exc).__name__ == "InvalidArgument":  # onnxruntime_pybind11_state.InvalidArgument
+        # Node names look like paths ("/model/embeddings/Gather") but name no file: keep them.
+        raw = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        return ModelInputError(_input_message(_STATUS_PREFIX.sub("", raw), inputs))
+    detail = _STATUS_PREFIX.sub("", text)
+    if isinstance(exc, MemoryError) or any(m in text.lower() for m in _OUT_OF_MEMORY):
+        return ServerFaultError(f"ONNX Runtime ran out of memory: {detail}")
+    return ModelExecutionError(f"ONNX Runtime failed: {type(exc).__name__}: {text}")
+
+
+def _input_message(detail: str, inputs: dict[str, np.ndarray]) -> str:
+    node = _NODE.search(detail)
+    where = f"the model's {node[1]} node '{node[2]}'" if node else "the model"
+    reason = _hide_paths(node[3] if node else detail)
+    index = _INDEX.search(reason)
+    if index is None:
+        return f"ONNX Runtime refused the input data: {where}: {reason}"
+    value, low, high = (int(g) for g in index.groups())
+    holders = [
+        name
+        for name, array in inputs.items()
+        if array.dtype.kind in "iu" and array.size and bool((array == value).any())
+    ]
+    held = f"input '{holders[0]}' holds" if len(holders) == 1 else "an input holds"
+    return (
+        f"{held} the value {value}, outside the range {low}..{high} that {where} accepts "
+        f"as an index"
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     # ONNX Runtime messages can include file paths and C++ frames; keep the first line and
     # strip anything that looks like an absolute path.
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return re.sub(r"(/[\w.\-]+)+", "<path>", text)[:500]
+    return _hide_paths(text)[:500]
+
+
+def _hide_paths(text: str) -> str:
+    return re.sub(r"(/[\w.\-]+)+", "<path>", text)

@@ -35,7 +35,7 @@ import numpy as np
 from accelserve.backends import python_worker
 from accelserve.backends.base import Backend
 from accelserve.devices import Device
-from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.errors import ConfigError, ModelExecutionError, ServerFaultError
 from accelserve.protocol.model_config_pb2 import ModelConfig
 
 DEFAULT_CLASS = "Model"
@@ -162,14 +162,14 @@ class PythonBackend(Backend):
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
             if self._unloaded:
-                raise ModelExecutionError(f"{self._where}: the model is unloaded")
+                raise ServerFaultError(f"{self._where}: the model is unloaded")
             worker = self._worker or _Worker(self._init)
             self._worker = worker
             try:
                 self._ready(worker)
             except (_UserError, _Failure) as exc:
                 self._stop_worker()  # the next batch starts a fresh worker
-                raise ModelExecutionError(
+                raise ServerFaultError(
                     f"{self._where}: the restarted model failed to start: {_reason(exc)}"
                 ) from None
             try:
@@ -193,7 +193,10 @@ class PythonBackend(Backend):
                         f"the model's worker process {exc.what} during execute(); it has been "
                         "restarted"
                     )
-                raise ModelExecutionError(f"{self._where}: {message}") from None
+                # A batch that ran past the timeout is not run again in parts (isolation):
+                # each part could hang as long. A crash may be one request's data: it is.
+                fault = ServerFaultError if exc.timed_out else ModelExecutionError
+                raise fault(f"{self._where}: {message}") from None
         missing = [o.name for o in self._config.output if o.name not in outputs]
         if missing:
             raise ModelExecutionError(

@@ -40,8 +40,9 @@ from accelserve.errors import (
     AccelServeError,
     ConfigError,
     DeviceError,
-    InvalidArgumentError,
     ModelExecutionError,
+    ModelInputError,
+    ServerFaultError,
 )
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.types import TensorSpec
@@ -149,7 +150,7 @@ class TensorFlowBackend(Backend):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._fn is None:
-            raise ModelExecutionError(f"{self._where}: the model is unloaded")
+            raise ServerFaultError(f"{self._where}: the model is unloaded")
         tf = self._tf
         try:
             with tf.device(self._tf_device):
@@ -159,9 +160,11 @@ class TensorFlowBackend(Backend):
         except KeyError as exc:
             raise ModelExecutionError(f"{self._where}: input {exc} is missing") from None
         except tf.errors.InvalidArgumentError as exc:  # the request's values: a client error
-            raise InvalidArgumentError(
+            raise ModelInputError(
                 f"{self._where}: TensorFlow rejected the input: {_first_line(exc)}"
             ) from None
+        except tf.errors.ResourceExhaustedError as exc:  # out of memory: not a request's fault
+            raise ServerFaultError(f"{self._where}: TensorFlow: {_first_line(exc)}") from None
         except AccelServeError:
             raise
         except Exception as exc:

@@ -8,7 +8,8 @@ truncation, so a frontend can refuse over-long inputs instead of silently cuttin
 The version directory holds ``tokenizer.json`` (``default_model_filename`` overrides). Config
 parameters: ``max_length`` (truncation length; default: the file's own truncation setting).
 Loading completes the config's parameters with ``max_length``, ``vocab_size`` and ``pad_id``,
-so frontends can check pre-tokenized input without loading the tokenizer themselves.
+so frontends can check pre-tokenized input without loading the tokenizer themselves, and with
+``text_inputs`` ("text"), so that text which is not UTF-8 is refused before it is batched.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class TokenizerBackend(Backend):
             ("max_length", max_length),
             ("vocab_size", full.get_vocab_size(with_added_tokens=True)),
             ("pad_id", self.pad_id),
+            ("text_inputs", "text"),  # validation refuses text that is not UTF-8, with a 400
         ):
             if key not in config.parameters:
                 config.parameters[key].string_value = str(value)

@@ -35,7 +35,13 @@ import torch
 from accelserve.backends.base import Backend
 from accelserve.config import count_parameter
 from accelserve.devices import Device
-from accelserve.errors import ConfigError, ModelExecutionError
+from accelserve.errors import (
+    AccelServeError,
+    ConfigError,
+    ModelExecutionError,
+    ModelInputError,
+    ServerFaultError,
+)
 from accelserve.protocol.model_config_pb2 import DataType, ModelConfig
 from accelserve.types import CONFIG_TO_V2, TensorSpec, numpy_dtype
 
@@ -190,7 +196,7 @@ class TorchBackend(Backend):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._call is None:
-            raise ModelExecutionError(f"{self._where}: the model is unloaded")
+            raise ServerFaultError(f"{self._where}: the model is unloaded")
         try:
             flat = [_to_torch(inputs[n], n, self._torch_device) for n in self._input_names]
         except KeyError as exc:
@@ -210,9 +216,7 @@ class TorchBackend(Backend):
         except ModelExecutionError:
             raise
         except Exception as exc:
-            raise ModelExecutionError(
-                f"{self._where}: PyTorch failed: {type(exc).__name__}: {_first_line(exc)}"
-            ) from None
+            raise _run_error(exc, self._where) from None
         names = self._output_names or [f"output__{i}" for i in range(len(tensors))]
         if len(tensors) != len(names):
             raise ModelExecutionError(
@@ -355,6 +359,24 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return tensor.numpy()
+
+
+_INDEX_ERRORS = ("index out of range", "out of bounds")
+# A CUDA device-side assert (an index out of range in a kernel) leaves the context unusable:
+# the server's problem from then on, so it is never retried on other requests.
+_SERVER_FAULTS = ("out of memory", "device-side assert", "cuda error")
+
+
+def _run_error(exc: BaseException, where: str) -> AccelServeError:
+    """PyTorch's error from a call as the project's: an index out of range is the input's
+    fault (400); running out of memory or a broken CUDA context is the server's."""
+    text = f"{type(exc).__name__}: {_first_line(exc)}"
+    lower = text.lower()
+    if isinstance(exc, MemoryError) or any(m in lower for m in _SERVER_FAULTS):
+        return ServerFaultError(f"{where}: PyTorch failed: {text}")
+    if isinstance(exc, IndexError) or any(m in lower for m in _INDEX_ERRORS):
+        return ModelInputError(f"{where}: PyTorch refused the input data: {text}")
+    return ModelExecutionError(f"{where}: PyTorch failed: {text}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -170,7 +170,8 @@ class GrpcFrontend:
         self, request: pb.ModelStatisticsRequest, context: Context
     ) -> Message:
         data = self.dataplane.statistics(request.name, request.version)
-        return json_format.ParseDict(data, pb.ModelStatisticsResponse())
+        # accelserve's own fields (isolation_retry_count) have no place in Triton's message
+        return json_format.ParseDict(data, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
 
     # -- repository control -------------------------------------------------------------------
 

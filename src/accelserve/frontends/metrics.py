@@ -12,7 +12,8 @@ Per model version (labels ``model``, ``version``), as Triton names them:
   ``nv_inference_exec_count`` (backend executions), and the cumulative durations of successful
   requests in microseconds ``nv_inference_request_duration_us``, ``..._queue_duration_us``,
   ``..._compute_input_duration_us``, ``..._compute_infer_duration_us``,
-  ``..._compute_output_duration_us``;
+  ``..._compute_output_duration_us``; and accelserve's ``accelserve_inference_isolation_retry_count``
+  (backend calls re-run to find the requests that failed a batch);
 - gauge ``nv_inference_pending_request_count``;
 - server-wide (no model label), counter ``accelserve_inference_request_failure_no_model`` (label
   ``reason``): failed inference requests that named no READY model (an invalid or unknown model
@@ -136,6 +137,10 @@ class ModelStatsCollector(Collector):
             "nv_inference_count", "Number of inferences performed (a batch of n counts n)"
         )
         executions = _counter("nv_inference_exec_count", "Number of model executions performed")
+        retries = _counter(
+            "accelserve_inference_isolation_retry_count",
+            "Number of model executions re-run to find the requests that failed a batch",
+        )
         pending = GaugeMetricFamily(
             "nv_inference_pending_request_count",
             "Instantaneous number of requests accepted and not yet answered",
@@ -153,6 +158,7 @@ class ModelStatsCollector(Collector):
                 failure.samples.append(Sample(failure.name, {**labels, "reason": reason}, value))
             count.samples.append(Sample(count.name, labels, stats.inference_count))
             executions.samples.append(Sample(executions.name, labels, stats.execution_count))
+            retries.samples.append(Sample(retries.name, labels, stats.isolation_retries))
             pending.add_metric([stats.name, stats.version], stats.pending)
             for metric, field in durations:
                 duration: Duration = getattr(stats, field)
@@ -164,7 +170,7 @@ class ModelStatsCollector(Collector):
         reasons = dict.fromkeys(FAILURE_REASONS, 0) | self.dataplane.failures_without_model.copy()
         for reason, value in sorted(reasons.items()):
             no_model.samples.append(Sample(no_model.name, {"reason": reason}, value))
-        yield from (success, failure, no_model, count, executions, pending)
+        yield from (success, failure, no_model, count, executions, retries, pending)
         yield from (metric for metric, _ in durations)
         yield from self._histograms(models)
 

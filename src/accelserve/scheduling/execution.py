@@ -7,7 +7,12 @@ import re
 import time
 from collections.abc import Callable
 
-from accelserve.errors import AccelServeError, ModelExecutionError
+from accelserve.errors import (
+    AccelServeError,
+    InvalidArgumentError,
+    ModelExecutionError,
+    ModelInputError,
+)
 from accelserve.scheduling.batching import Tensors, merge_inputs, split_outputs
 from accelserve.scheduling.sequences import (
     SequenceSpec,
@@ -105,3 +110,12 @@ def failure_message(model_name: str, rows: int, exc: BaseException) -> str:
     if not isinstance(exc, AccelServeError):
         logger.error("model '%s': batch of size %d failed", model_name, rows, exc_info=exc)
     return f"model '{model_name}' failed to execute a batch of size {rows}: {client_safe(exc)}"
+
+
+def batch_error(model_name: str, exc: BaseException, rows: int, requests: int) -> AccelServeError:
+    """What the requests of a failed batch are told: a request that failed alone on its own
+    data is the client's fault (400); anything else is the server's (500)."""
+    if requests == 1 and isinstance(exc, InvalidArgumentError):
+        named = exc.message.startswith(f"model '{model_name}'")
+        return ModelInputError(exc.message if named else f"model '{model_name}': {exc.message}")
+    return ModelExecutionError(failure_message(model_name, rows, exc))

@@ -13,7 +13,10 @@ Requests wait in per-priority queues (``queues``); the next batch is gathered fr
 - the oldest gathered request waited max_queue_delay: run all of it;
 - a preferred batch size is reachable: run the largest such prefix now;
 - otherwise wait until the oldest request's delay elapses or more requests arrive.
-Answers go out now or in arrival order (``answers``).
+Answers go out now or in arrival order (``answers``). A dynamic batch of several requests that
+fails runs again in parts until the requests that fail it are found (``isolation``), so one
+client's bad data fails only its own request; a model without dynamic batching (Triton's
+sequence batcher, for stateful models, included) runs one request per call and is never retried.
 
 Text models (``sequence_inputs``, see ``sequences``): requests of different lengths share a
 batch, padded; with ``max_batch_tokens`` the batch is the oldest request plus the queued ones of
@@ -32,16 +35,16 @@ from accelserve.errors import (
     AccelServeError,
     ConfigError,
     InvalidArgumentError,
-    ModelExecutionError,
     QueueFullError,
     QueueTimeoutError,
     UnavailableError,
 )
 from accelserve.scheduling.answers import Answers
 from accelserve.scheduling.batching import Tensors, batch_signature, request_rows
-from accelserve.scheduling.execution import execute_batch, failure_message
+from accelserve.scheduling.execution import batch_error, execute_batch
 from accelserve.scheduling.forming import gather, gather_by_length
 from accelserve.scheduling.instances import Engine, ModelInstance
+from accelserve.scheduling.isolation import Isolated, execute_isolating
 from accelserve.scheduling.policy import BatchingPolicy
 from accelserve.scheduling.queues import DONE, QUEUED, RUNNING, Item, LevelQueues
 from accelserve.scheduling.sequences import sequence_length, signature, trim
@@ -91,6 +94,9 @@ class Scheduler:
         rejects = [qp.timeout_action == "REJECT" for qp in self._queue_policies]
         self._queues = LevelQueues(levels, rejects)
         self._answers = Answers(stats, policy.dynamic and policy.preserve_ordering)
+        # A failed batch of several requests is run again in parts (isolation); only dynamic
+        # batches hold several requests, and they carry no state from call to call.
+        self._execute = execute_isolating if self._dynamic and self._batches else execute_batch
         # Instances with nothing in flight, and (depth 2) those running one request. Without
         # batching, an instance is handed its next request while it runs one, so its thread goes
         # straight on instead of waiting for a round trip through the loop; with batching, the
@@ -148,7 +154,10 @@ class Scheduler:
         seq = self._seq
         length = 0
         if seq is not None:
-            length = sequence_length(inputs, seq)
+            try:
+                length = sequence_length(inputs, seq)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"model '{self.model_name}': {exc.message}") from None
             inputs = trim(inputs, seq, length)  # drop padding an earlier step added
             sig: Hashable = signature(inputs, seq)
         else:
@@ -265,7 +274,7 @@ class Scheduler:
     def _launch(self, batch: list[Item], instance: Instance) -> None:
         self._queues.take(batch)
         job = partial(
-            execute_batch,
+            self._execute if len(batch) > 1 else execute_batch,
             instance.backend.infer,
             [item.inputs for item in batch],
             [item.rows for item in batch],
@@ -288,7 +297,9 @@ class Scheduler:
             self._idle.append(instance)
         stats = self.stats
         complete = self._answers.complete
-        if exc is None:
+        if isinstance(result, Isolated):
+            self._finish_isolated(batch, result)
+        elif exc is None:
             parts, start_ns, input_ns, infer_ns, output_ns = result
             stats.record_batch(sum(item.rows for item in batch), input_ns, infer_ns, output_ns)
             stats.last_inference_ms = time.time_ns() // 1_000_000
@@ -307,15 +318,39 @@ class Scheduler:
                 stats.compute_output.add(output_ns * answered, answered)
                 stats.inference_count += rows
         else:
-            message = failure_message(self.model_name, sum(item.rows for item in batch), exc)
-            # A backend that blames the data (InvalidArgumentError) blames this request only
-            # when it ran alone; in a shared batch nobody can tell whose rows it meant.
-            alone = len(batch) == 1 and isinstance(exc, InvalidArgumentError)
-            error = InvalidArgumentError if alone else ModelExecutionError
+            rows = sum(item.rows for item in batch)
+            error = batch_error(self.model_name, exc, rows, len(batch))
             for item in batch:
                 if item.where != DONE:
-                    complete(item, None, error(message), "BACKEND")
+                    complete(item, None, error, "BACKEND")
         self._kick()
+
+    def _finish_isolated(self, batch: list[Item], outcome: Isolated) -> None:
+        """A failed batch run again in parts: each request gets the answer or the error of the
+        part it ran in last; each successful part counts as one execution."""
+        stats = self.stats
+        stats.isolation_retries += outcome.retries
+        for run in outcome.runs:
+            stats.record_batch(run.rows, run.input_ns, run.infer_ns, run.output_ns)
+        if outcome.runs:
+            stats.last_inference_ms = time.time_ns() // 1_000_000
+        complete = self._answers.complete
+        for item, part, error, index in zip(
+            batch, outcome.parts, outcome.errors, outcome.run_of, strict=True
+        ):
+            if item.where == DONE:  # cancelled while running
+                continue
+            if part is None:
+                failure = batch_error(self.model_name, error or RuntimeError(), item.rows, 1)
+                complete(item, None, failure, "BACKEND")
+                continue
+            run = outcome.runs[index]
+            stats.queue.add(outcome.start_ns - item.arrival_ns)
+            stats.compute_input.add(run.input_ns)
+            stats.compute_infer.add(run.infer_ns)
+            stats.compute_output.add(run.output_ns)
+            stats.inference_count += item.rows
+            complete(item, part, None, "")
 
     # -- timeouts and cancellation -----------------------------------------------------------
 

@@ -82,6 +82,14 @@ def sequence_length(inputs: Mapping[str, np.ndarray], spec: SequenceSpec) -> int
         if columns.size:
             used = max(used, int(columns[-1]) + 1)
     length = max(used, 1) if any(a.shape[1] for _, a in present) else 0
+    mask = inputs.get(spec.mask) if spec.mask else None
+    if mask is not None:
+        for name, array in present:
+            if array.shape[1] > mask.shape[1]:  # tokens the mask says nothing about
+                raise InvalidArgumentError(
+                    f"input '{name}' has {array.shape[1]} tokens and '{spec.mask}' (its mask) "
+                    f"{mask.shape[1]}: expected the mask to cover every token"
+                )
     for name, array in present:
         if array.shape[1] < length:
             raise InvalidArgumentError(

@@ -99,7 +99,12 @@ def test_token_type_ids_when_the_config_asks(version_dir: Path) -> None:
 def test_load_completes_the_parameters(version_dir: Path) -> None:
     _, config = _load(version_dir)
     params = {k: v.string_value for k, v in config.parameters.items()}
-    assert params == {"max_length": "256", "vocab_size": "30522", "pad_id": "0"}
+    assert params == {
+        "max_length": "256",
+        "vocab_size": "30522",
+        "pad_id": "0",
+        "text_inputs": "text",
+    }
     config = parse_config(CONFIG + 'parameters { key: "max_length" value: { string_value: "16" } }')
     backend, _ = _load(version_dir, config)
     assert backend.infer(_texts(" ".join(["w"] * 40)))["input_ids"].shape == (1, 16)

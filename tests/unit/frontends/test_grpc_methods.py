@@ -19,11 +19,13 @@ from accelserve.errors import (
     ConfigError,
     InvalidArgumentError,
     ModelExecutionError,
+    ModelInputError,
     ModelNotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     QueueFullError,
     QueueTimeoutError,
+    ServerFaultError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -224,6 +226,8 @@ def test_model_infer_validates_before_the_runner() -> None:
         (QueueTimeoutError("waited"), Status.UNAVAILABLE),
         (UnavailableError("later"), Status.UNAVAILABLE),
         (ModelExecutionError("backend failed"), Status.INTERNAL),
+        (ModelInputError("input 'ids' holds 9"), Status.INVALID_ARGUMENT),
+        (ServerFaultError("out of memory"), Status.INTERNAL),
         (RuntimeError("secret /opt/path"), Status.INTERNAL),
     ],
 )

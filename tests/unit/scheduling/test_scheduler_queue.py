@@ -11,7 +11,6 @@ from sched_helpers import Build, Doubler, FakeClock, check, request, settle, unt
 
 from accelserve.errors import (
     InvalidArgumentError,
-    ModelExecutionError,
     QueueFullError,
     QueueTimeoutError,
 )
@@ -175,45 +174,6 @@ def test_priority_out_of_range_is_an_invalid_argument(
     assert sched.pending == 0
 
 
-def test_backend_failure_fails_only_its_batch(build: Build) -> None:
-    backend = Doubler()
-    sched = build(dynamic(4), backend)
-
-    async def main() -> list[object]:
-        values = [0, -1, 2, 3, 4, 5, 6, 7]  # -1 poisons the first batch of 4
-        return await asyncio.gather(
-            *(sched.infer(request(v)) for v in values), return_exceptions=True
-        )
-
-    results = asyncio.run(main())
-    assert backend.batches == [[0, -1, 2, 3], [4, 5, 6, 7]]
-    for result in results[:4]:
-        assert isinstance(result, ModelExecutionError)
-        message = str(result)
-        assert "model 'm'" in message and "batch of size 4" in message
-        assert "RuntimeError: negative input in model.onnx" in message
-        assert "/srv" not in message
-    for i, result in enumerate(results[4:], start=4):
-        check(result, i)  # type: ignore[arg-type]
-    stats = sched.stats
-    assert stats.fail_reasons == {"BACKEND": 4}
-    assert (stats.success.count, stats.inference_count, stats.execution_count) == (4, 4, 1)
-    assert sched.pending == 0
-
-
-def test_output_that_cannot_be_split_is_an_execution_error(build: Build) -> None:
-    sched = build(dynamic(4), Doubler())
-
-    async def main() -> list[object]:
-        return await asyncio.gather(
-            sched.infer(request(1)), sched.infer(request(999)), return_exceptions=True
-        )
-
-    for result in asyncio.run(main()):
-        assert isinstance(result, ModelExecutionError)
-        assert "batch of size 2" in str(result) and "first dimension of 2" in str(result)
-
-
 def test_cancelled_caller_in_the_queue_leaves_the_batch(build: Build) -> None:
     backend = Doubler()
     queue_policy = QueuePolicy(max_queue_size=3)
@@ -298,9 +258,11 @@ class _Picky(Doubler):
         return outputs
 
 
-def test_a_backend_blaming_the_data_is_a_client_error_only_for_a_lone_request(
+def test_a_backend_blaming_the_data_is_a_client_error_of_that_request_only(
     build: Build,
 ) -> None:
+    """Alone, the request is refused as the client's fault; in a shared batch, the batch is
+    run again in parts (isolation), so its neighbour is answered and it alone is refused."""
     gate = threading.Event()
     backend = _Picky(gate=gate)
     sched = build(dynamic(4), backend)
@@ -315,10 +277,11 @@ def test_a_backend_blaming_the_data_is_a_client_error_only_for_a_lone_request(
         alone = await asyncio.gather(sched.infer(request(13)), return_exceptions=True)
         return [*alone, *shared]
 
-    alone, first, *together = asyncio.run(main())
-    assert isinstance(alone, InvalidArgumentError)
-    assert "model 'm' failed to execute a batch of size 1: the value 13" in str(alone)
+    alone, first, neighbour, culprit = asyncio.run(main())
+    for refused in (alone, culprit):
+        assert isinstance(refused, InvalidArgumentError)
+        assert str(refused) == "model 'm': the value 13 is not accepted"
     check(first, 1)  # type: ignore[arg-type]
-    assert backend.batches[1:] == [[2, 13], [13]]
-    for result in together:  # one batch: the server cannot say whose data it was
-        assert type(result) is ModelExecutionError
+    check(neighbour, 2)  # type: ignore[arg-type]
+    assert backend.batches[1:] == [[2, 13], [2], [13], [13]]
+    assert sched.stats.isolation_retries == 2

@@ -64,6 +64,16 @@ def test_length_allows_wider_inputs_and_refuses_shorter_ones() -> None:
     assert "expected [rows, tokens, ...]; received shape [2]" in str(info.value)
 
 
+def test_an_input_wider_than_its_mask_is_refused() -> None:
+    """A mask shorter than the ids would silently drop the ids it does not cover."""
+    inputs = {"ids": np.array([[5, 6, 7, 8, 9]]), "mask": np.array([[1, 1, 1]])}
+    with pytest.raises(InvalidArgumentError) as info:
+        sequence_length(inputs, SPEC)
+    assert str(info.value) == (
+        "input 'ids' has 5 tokens and 'mask' (its mask) 3: expected the mask to cover every token"
+    )
+
+
 def test_trim_signature_merge_and_cut() -> None:
     short, long = trim(_req([3], width=4), SPEC, 1), _req([4, 5, 6])
     assert (

@@ -74,6 +74,7 @@ class SentenceTransformerSource:
     max_length: int
     vocab_size: int
     normalize: bool
+    max_positions: int = 0  # the transformer's position embeddings: the most tokens it takes
 
 
 def resolve_source(source: str) -> Path:
@@ -134,6 +135,7 @@ def read_source(source: str | Path) -> SentenceTransformerSource:
         max_length=max_length,
         vocab_size=int(model_config.get("vocab_size", 0)),
         normalize="Normalize" in kinds,
+        max_positions=int(model_config.get("max_position_embeddings", 0)),
     )
 
 
@@ -199,6 +201,13 @@ def render_configs(
         "sequence_inputs": "input_ids,attention_mask",
         "sequence_mask": "attention_mask",
     }
+    # Token ids the embedding table lacks, or more tokens than there are positions, are refused
+    # with a 400 before batching (accelserve.validation) instead of failing the whole batch.
+    transformer_params["token_id_inputs"] = "input_ids"
+    if src.vocab_size:
+        transformer_params["vocab_size"] = str(src.vocab_size)
+    if src.max_positions:
+        transformer_params["max_sequence_length"] = str(src.max_positions)
     if options.pooling == "kernel":
         transformer_params["sequence_outputs"] = "token_embeddings"
     if options.max_batch_tokens:
