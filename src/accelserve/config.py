@@ -121,14 +121,22 @@ def complete_config(
     if not config.input and not config.output and batching_from_file and config.max_batch_size == 0:
         limit = file_max_batch_size or 0
         config.max_batch_size = limit if limit > 0 else DEFAULT_MAX_BATCH_SIZE
-        if not config.HasField("dynamic_batching") and not config.HasField("ensemble_scheduling"):
+        if not config.WhichOneof("scheduling_choice"):
             config.dynamic_batching.SetInParent()
+    # The sequence batcher fills in control and state inputs; clients never send them.
+    filled_in = {c.name for c in config.sequence_batching.control_input}
+    filled_in |= {s.input_name for s in config.sequence_batching.state}
+    state_outputs = {s.output_name for s in config.sequence_batching.state}
     if not config.input:
         for spec in inputs:
+            if spec.name in filled_in:
+                continue
             entry = config.input.add(name=spec.name, dims=list(spec.dims))
             entry.data_type = DataType.Value(V2_TO_CONFIG[spec.datatype])
     if not config.output:
         for spec in outputs:
+            if spec.name in state_outputs:
+                continue
             entry = config.output.add(name=spec.name, dims=list(spec.dims))
             entry.data_type = DataType.Value(V2_TO_CONFIG[spec.datatype])
     _check_against_file(config, "input", input_specs(config), inputs)

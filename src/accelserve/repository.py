@@ -32,7 +32,15 @@ from accelserve.errors import (
     ModelNotFoundError,
     UnavailableError,
 )
-from accelserve.model import LOADING, READY, UNAVAILABLE, UNLOADING, ModelRecord, ModelVersion
+from accelserve.model import (
+    LOADING,
+    READY,
+    UNAVAILABLE,
+    UNLOADING,
+    ModelRecord,
+    ModelVersion,
+    Runner,
+)
 from accelserve.names import check_model_name
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
@@ -302,6 +310,8 @@ async def _load_backend_versions(
     from accelserve.scheduling.instances import ModelInstance
     from accelserve.scheduling.policy import BatchingPolicy
     from accelserve.scheduling.scheduler import Scheduler
+    from accelserve.scheduling.sequence_batcher import SequenceBatcher
+    from accelserve.scheduling.sequence_config import SequencePolicy
     from accelserve.validation import value_checks
 
     devices = instance_devices(config, default_device)
@@ -319,6 +329,11 @@ async def _load_backend_versions(
                         )
                     )
                 policy = BatchingPolicy.from_config(version_config)
+                sequences = (
+                    SequencePolicy.from_config(version_config)
+                    if version_config.HasField("sequence_batching")
+                    else None
+                )
                 value_checks(version_config)  # a bad declaration fails the load, not a request
             except BaseException:
                 for backend in backends:
@@ -330,13 +345,18 @@ async def _load_backend_versions(
                 ModelInstance(n, b, activity=repository.activity)
                 for n, b in zip(names, backends, strict=True)
             ]
+            runner: Runner = (
+                Scheduler(config.name, policy, instances, stats)
+                if sequences is None
+                else SequenceBatcher(config.name, sequences, instances, stats)
+            )
             versions[version] = ModelVersion(
                 name=config.name,
                 version=version,
                 config=version_config,
                 inputs={s.name: s for s in input_specs(version_config)},
                 outputs={s.name: s for s in output_specs(version_config)},
-                runner=Scheduler(config.name, policy, instances, stats),
+                runner=runner,
                 stats=stats,
                 instances=instances,
             )

@@ -1,0 +1,436 @@
+"""Triton's sequence batcher, for stateful models (``sequence_batching`` in the config).
+
+A request names its sequence with the parameters ``sequence_id`` (numeric or string),
+``sequence_start`` and ``sequence_end``. A sequence is bound to one instance slot from its start
+to its end (``sequence_slots``); its requests run one at a time, in arrival order, each with the
+control inputs the config asks for (``sequence_config``) and, with implicit ``state``, the state
+the previous request left. Batches hold at most one request per sequence:
+- ``direct``: batch row i is slot i of the instance; free rows are fillers with READY false;
+- ``oldest``: the instance's sequences whose next request came first, rows packed.
+A sequence with no request in flight for ``max_sequence_idle_microseconds`` expires and frees its
+slot. A request for an unknown, ended or expired sequence, or a second start of an active one,
+is refused (400) naming the sequence. Batches are never run again in parts (``isolation``): a
+stateful model would see a request twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from accelserve.errors import (
+    AccelServeError,
+    ConfigError,
+    InvalidArgumentError,
+    ModelExecutionError,
+    UnavailableError,
+)
+from accelserve.scheduling.answers import Answers
+from accelserve.scheduling.batching import Tensors, batch_signature
+from accelserve.scheduling.execution import batch_error, execute_batch
+from accelserve.scheduling.instances import Engine, ModelInstance
+from accelserve.scheduling.queues import DONE, QUEUED, RUNNING, Item
+from accelserve.scheduling.sequence_config import (
+    CORRID,
+    SequenceId,
+    SequencePolicy,
+    control_tensors,
+    corrid_value,
+    initial_states,
+    sequence_parameters,
+)
+from accelserve.scheduling.sequence_slots import SlotTable, direct_rows, oldest_pick
+from accelserve.scheduling.timers import Cancellable, Clock
+from accelserve.stats import ModelStats, failure_reason
+from accelserve.types import InferRequest
+
+_NS = time.perf_counter_ns
+_REMEMBERED = 4096  # ended/expired sequence ids kept to say why a later request is refused
+
+
+class _Sequence:
+    """One live sequence: its queued requests and its state between requests."""
+
+    __slots__ = ("closed", "closing", "key", "last_t", "requests", "running", "state", "timer")
+
+    def __init__(self, key: SequenceId, now: float) -> None:
+        self.key = key
+        self.requests: deque[_Request] = deque()
+        self.running = False
+        self.closing = False  # its end request was cancelled before it ran
+        self.closed = False
+        self.last_t = now
+        self.state: Tensors | None = None
+        self.timer: Cancellable | None = None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class _Request:
+    __slots__ = ("end", "item", "seq", "start")
+
+    def __init__(self, item: Item, start: bool, end: bool, seq: _Sequence) -> None:
+        self.item, self.start, self.end, self.seq = item, start, end, seq
+
+
+class SequenceBatcher:
+    """Runs one stateful model's sequences on its instances (a ``model.Runner``)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        policy: SequencePolicy,
+        instances: Sequence[ModelInstance[Any]],
+        stats: ModelStats,
+        clock: Clock | None = None,
+    ) -> None:
+        if not instances:
+            raise ConfigError(
+                f"model '{model_name}': instance_group: expected at least 1 instance; received 0"
+            )
+        self.model_name = model_name
+        self.policy = policy
+        self.instances: list[ModelInstance[Engine]] = list(instances)
+        self.stats = stats
+        self._clock = Clock() if clock is None else clock
+        self._batched = policy.max_batch_size > 0
+        self._idle_s = policy.idle_us / 1e6
+        self._corrids = [c for c in policy.controls if c.kind == CORRID]
+        self._slots: SlotTable[_Sequence] = SlotTable(
+            len(self.instances), policy.slots_per_instance
+        )
+        self._active: dict[SequenceId, _Sequence] = {}
+        self._gone: OrderedDict[SequenceId, str] = OrderedDict()  # id -> "ended" | "expired"
+        self._busy = [False] * len(self.instances)
+        self._answers = Answers(stats, False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kick_scheduled = False
+        self._stopping = False
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return self._answers.pending
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> Tensors:
+        arrival_ns = _NS()
+        try:
+            req = self._admit(request, arrival_ns)
+        except AccelServeError as exc:
+            self.stats.record_failure(failure_reason(exc), _NS() - arrival_ns)
+            raise
+        try:
+            return await req.item.future
+        except asyncio.CancelledError:
+            self._cancel(req)
+            raise
+
+    def _admit(self, request: InferRequest, arrival_ns: int) -> _Request:
+        name = self.model_name
+        if self._stopping:
+            raise UnavailableError(f"model '{name}' is stopping")
+        sid, start, end = sequence_parameters(request.parameters, name)
+        inputs = request.inputs
+        if self._batched:
+            for input_name, array in inputs.items():
+                if array.ndim == 0 or array.shape[0] != 1:
+                    raise InvalidArgumentError(
+                        f"input '{input_name}': model '{name}' takes one row per sequence "
+                        f"request (batch size 1); received shape {list(array.shape)}"
+                    )
+        for control in self._corrids:  # a wrong id type fails before the sequence changes
+            corrid_value(control, sid, name)
+        now = self._clock.now()
+        seq = self._active.get(sid)
+        if seq is not None and self._idle_past(seq, now):
+            self._expire(seq)  # its idle timer has not fired yet
+            seq = None
+        if start:
+            if seq is not None:
+                raise InvalidArgumentError(
+                    f"sequence {sid!r} of model '{name}' is already active: expected "
+                    "sequence_start only on its first request (end it with sequence_end first)"
+                )
+            seq = self._active[sid] = _Sequence(sid, now)
+            self._gone.pop(sid, None)
+            self._slots.bind(seq)
+        elif seq is None:
+            raise InvalidArgumentError(self._refusal(sid))
+        loop = self._loop = asyncio.get_running_loop()
+        sig = batch_signature(inputs) if self._batched else None
+        item = Item(inputs, 1, sig, 0, loop.create_future(), arrival_ns, now)
+        req = _Request(item, start, end, seq)
+        seq.requests.append(req)
+        seq.last_t = now
+        seq.cancel_timer()
+        if end:  # later requests for this id need a new start
+            del self._active[sid]
+            self._remember(sid, "ended")
+        self._answers.accept(item)
+        if not self._kick_scheduled:
+            self._kick_scheduled = True  # requests arriving in this loop turn share a batch
+            loop.call_soon(self._kick)
+        return req
+
+    def _refusal(self, sid: SequenceId) -> str:
+        why = self._gone.get(sid)
+        name = self.model_name
+        if why == "expired":
+            return (
+                f"sequence {sid!r} of model '{name}' expired: it had no request for "
+                f"{self.policy.idle_us} us (max_sequence_idle_microseconds); expected "
+                "sequence_start to begin it again"
+            )
+        if why == "ended":
+            return (
+                f"sequence {sid!r} of model '{name}' has ended (sequence_end); expected "
+                "sequence_start to begin it again"
+            )
+        return (
+            f"inference request for sequence {sid!r} to model '{name}' must specify the START "
+            "flag (parameter 'sequence_start') on the first request of the sequence; the "
+            "sequence is not active"
+        )
+
+    def _remember(self, sid: SequenceId, why: str) -> None:
+        self._gone[sid] = why
+        self._gone.move_to_end(sid)
+        if len(self._gone) > _REMEMBERED:
+            self._gone.popitem(last=False)
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        for index, instance in enumerate(self.instances):
+            if not self._busy[index]:
+                rows = self._form(index)
+                if rows:
+                    self._launch(index, instance, rows)
+
+    def _form(self, index: int) -> list[_Sequence | None]:
+        """The next batch of ``index``: one row per sequence with a queued request, all of the
+        oldest such request's signature (None rows are direct's fillers)."""
+        holders = self._slots.holders(index)
+        ready = [(slot, seq) for slot, seq in holders.items() if seq.requests]
+        if not ready:
+            return []
+        oldest = min(ready, key=lambda pair: pair[1].requests[0].item.arrival_t)
+        if not self._batched:
+            return [oldest[1]]
+        sig = oldest[1].requests[0].item.sig
+        ready = [(slot, seq) for slot, seq in ready if seq.requests[0].item.sig == sig]
+        if self.policy.strategy == "direct":
+            by_slot = dict(ready)
+            return [None if i is None else by_slot[i] for i in direct_rows(list(by_slot))]
+        arrivals = [seq.requests[0].item.arrival_t for _, seq in ready]
+        return [ready[i][1] for i in oldest_pick(arrivals, self.policy.rows_per_batch)]
+
+    def _launch(
+        self, index: int, instance: ModelInstance[Engine], rows: list[_Sequence | None]
+    ) -> None:
+        policy, batched = self.policy, self._batched
+        batch: list[Tensors] = []
+        reqs: list[_Request | None] = []
+        template: Tensors = {}
+        for seq in rows:
+            if seq is None:
+                batch.append({})
+                reqs.append(None)
+                continue
+            req = seq.requests.popleft()
+            seq.running = True
+            req.item.where = RUNNING
+            inputs = dict(req.item.inputs)
+            template = template or inputs
+            inputs.update(
+                control_tensors(
+                    policy.controls,
+                    start=req.start,
+                    end=req.end,
+                    ready=True,
+                    sequence_id=seq.key,
+                    batched=batched,
+                    model=self.model_name,
+                )
+            )
+            if policy.states:
+                if seq.state is None:
+                    seq.state = initial_states(policy.states, batched)
+                inputs.update(seq.state)
+            batch.append(inputs)
+            reqs.append(req)
+        for i, taken in enumerate(reqs):
+            if taken is None:
+                batch[i] = self._filler(template)
+        self._busy[index] = True
+        job = partial(execute_batch, instance.backend.infer, batch, [1] * len(batch), batched)
+        instance.submit(job, partial(self._finish, index, reqs))
+
+    def _filler(self, template: Tensors) -> Tensors:
+        """A direct batch row without a request: empty data, READY false, initial state."""
+        row = {
+            name: np.full_like(a, b"") if a.dtype == object else np.zeros_like(a)
+            for name, a in template.items()
+        }
+        row.update(
+            control_tensors(
+                self.policy.controls,
+                start=False,
+                end=False,
+                ready=False,
+                sequence_id=0,
+                batched=True,
+                model=self.model_name,
+            )
+        )
+        row.update(initial_states(self.policy.states, True))
+        return row
+
+    def _finish(
+        self, index: int, reqs: list[_Request | None], result: Any, exc: BaseException | None
+    ) -> None:
+        """Back on the loop: answer the batch's requests, keep their sequences' state."""
+        self._busy[index] = False
+        stats, complete, now = self.stats, self._answers.complete, self._clock.now()
+        real = [r for r in reqs if r is not None]
+        parts: list[Tensors | None] = [None] * len(reqs)
+        error: AccelServeError | None = None
+        start_ns = input_ns = infer_ns = output_ns = 0
+        if exc is None:
+            parts, start_ns, input_ns, infer_ns, output_ns = result
+            stats.record_batch(len(real), input_ns, infer_ns, output_ns)
+            stats.last_inference_ms = time.time_ns() // 1_000_000
+        else:
+            error = batch_error(self.model_name, exc, len(real), len(real))
+        for req, part in zip(reqs, parts, strict=True):
+            if req is None:
+                continue
+            seq = req.seq
+            seq.running = False
+            seq.last_t = now
+            failure = error
+            if part is not None:
+                try:
+                    part = self._keep_state(seq, part)
+                except ModelExecutionError as state_error:
+                    failure = state_error
+            if req.item.where != DONE:
+                if failure is not None or part is None:
+                    complete(req.item, None, failure, "BACKEND")
+                else:
+                    stats.queue.add(start_ns - req.item.arrival_ns)
+                    stats.compute_input.add(input_ns)
+                    stats.compute_infer.add(infer_ns)
+                    stats.compute_output.add(output_ns)
+                    stats.inference_count += 1
+                    complete(req.item, part, None, "")
+            if req.end or (seq.closing and not seq.requests):
+                self._close(seq)
+            elif not seq.requests:
+                self._watch_idle(seq)
+        self._kick()
+
+    def _keep_state(self, seq: _Sequence, outputs: Tensors) -> Tensors:
+        """Take the state outputs out of a request's outputs, as its sequence's next state."""
+        if not self.policy.states:
+            return outputs
+        outputs = dict(outputs)
+        state: Tensors = {}
+        for spec in self.policy.states:
+            value = outputs.pop(spec.output, None)
+            if value is None:
+                raise ModelExecutionError(
+                    f"model '{self.model_name}': the backend returned no '{spec.output}' (the "
+                    f"state output_name of '{spec.input}'); it returned {sorted(outputs)}"
+                )
+            state[spec.input] = np.ascontiguousarray(value, dtype=spec.dtype)
+        seq.state = state
+        return outputs
+
+    # -- sequence life -----------------------------------------------------------------------
+
+    def _idle_past(self, seq: _Sequence, now: float) -> bool:
+        return not seq.requests and not seq.running and now - seq.last_t >= self._idle_s
+
+    def _watch_idle(self, seq: _Sequence) -> None:
+        if self._loop is None or seq.closed:
+            return
+        seq.cancel_timer()
+        wait = max(seq.last_t + self._idle_s - self._clock.now(), 0.0)
+        seq.timer = self._clock.later(self._loop, wait, partial(self._on_idle, seq))
+
+    def _on_idle(self, seq: _Sequence) -> None:
+        seq.timer = None
+        if seq.closed or seq.requests or seq.running:
+            return  # it closes, or is watched again once its requests are answered
+        if self._idle_past(seq, self._clock.now()):
+            self._expire(seq)
+        else:  # the loop's timer fired early
+            self._watch_idle(seq)
+
+    def _expire(self, seq: _Sequence) -> None:
+        if self._active.get(seq.key) is seq:
+            del self._active[seq.key]
+            self._remember(seq.key, "expired")
+        self._close(seq)
+
+    def _close(self, seq: _Sequence) -> None:
+        """Free the sequence's slot (a backlogged sequence may take it)."""
+        if seq.closed:
+            return
+        seq.closed = True
+        seq.cancel_timer()
+        seq.state = None
+        if self._slots.release(seq) is not None and not self._kick_scheduled and self._loop:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+
+    def _cancel(self, req: _Request) -> None:
+        """The caller went away: drop the request if queued, ignore its result if running."""
+        item, seq = req.item, req.seq
+        if item.where == DONE:
+            return
+        if item.where == QUEUED:
+            seq.requests.remove(req)
+            if req.end:
+                seq.closing = True
+            if seq.closing and not seq.requests and not seq.running:
+                self._close(seq)
+            elif not seq.requests and not seq.running:
+                self._watch_idle(seq)
+        self._answers.fail_now(item, None, "CANCELED")
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Refuse new requests; answer the accepted ones (those of sequences still waiting for
+        a slot fail: no slot frees once sequences stop arriving); close the instances."""
+        self._stopping = True
+        for seq in self._slots.backlog:
+            for req in seq.requests:
+                if req.item.where == QUEUED:
+                    error = UnavailableError(
+                        f"model '{self.model_name}' is stopping; sequence {req.seq.key!r} "
+                        "never got a slot"
+                    )
+                    self._answers.fail_now(req.item, error, "OTHER")
+            seq.requests.clear()
+        await self._answers.drained()
+        for seq in list(self._active.values()):
+            seq.cancel_timer()
+        if not self._closed:
+            self._closed = True
+            for instance in self.instances:
+                instance.close()
