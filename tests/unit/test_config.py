@@ -45,8 +45,8 @@ def test_json_form_uses_numbers_like_triton() -> None:
 
 
 def test_unsupported_field_names_field_and_line() -> None:
-    text = 'name: "m"\nmax_batch_size: 1\nsequence_batching { }\n'
-    with pytest.raises(ConfigError, match=r"line 3: field 'sequence_batching' is not supported"):
+    text = 'name: "m"\nmax_batch_size: 1\nmodel_operations { }\n'
+    with pytest.raises(ConfigError, match=r"line 3: field 'model_operations' is not supported"):
         parse_config(text)
 
 
