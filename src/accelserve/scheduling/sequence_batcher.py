@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import numpy as np
-
 from accelserve.errors import (
     AccelServeError,
     ConfigError,
@@ -42,8 +40,10 @@ from accelserve.scheduling.sequence_config import (
     SequencePolicy,
     control_tensors,
     corrid_value,
+    filler_row,
     initial_states,
     sequence_parameters,
+    take_states,
 )
 from accelserve.scheduling.sequence_slots import SlotTable, direct_rows, oldest_pick
 from accelserve.scheduling.timers import Cancellable, Clock
@@ -273,30 +273,10 @@ class SequenceBatcher:
             reqs.append(req)
         for i, taken in enumerate(reqs):
             if taken is None:
-                batch[i] = self._filler(template)
+                batch[i] = filler_row(policy, template, self.model_name)
         self._busy[index] = True
         job = partial(execute_batch, instance.backend.infer, batch, [1] * len(batch), batched)
         instance.submit(job, partial(self._finish, index, reqs))
-
-    def _filler(self, template: Tensors) -> Tensors:
-        """A direct batch row without a request: empty data, READY false, initial state."""
-        row = {
-            name: np.full_like(a, b"") if a.dtype == object else np.zeros_like(a)
-            for name, a in template.items()
-        }
-        row.update(
-            control_tensors(
-                self.policy.controls,
-                start=False,
-                end=False,
-                ready=False,
-                sequence_id=0,
-                batched=True,
-                model=self.model_name,
-            )
-        )
-        row.update(initial_states(self.policy.states, True))
-        return row
 
     def _finish(
         self, index: int, reqs: list[_Request | None], result: Any, exc: BaseException | None
@@ -323,7 +303,8 @@ class SequenceBatcher:
             failure = error
             if part is not None:
                 try:
-                    part = self._keep_state(seq, part)
+                    part, state = take_states(self.policy.states, part, self.model_name)
+                    seq.state = state or None
                 except ModelExecutionError as state_error:
                     failure = state_error
             if req.item.where != DONE:
@@ -341,23 +322,6 @@ class SequenceBatcher:
             elif not seq.requests:
                 self._watch_idle(seq)
         self._kick()
-
-    def _keep_state(self, seq: _Sequence, outputs: Tensors) -> Tensors:
-        """Take the state outputs out of a request's outputs, as its sequence's next state."""
-        if not self.policy.states:
-            return outputs
-        outputs = dict(outputs)
-        state: Tensors = {}
-        for spec in self.policy.states:
-            value = outputs.pop(spec.output, None)
-            if value is None:
-                raise ModelExecutionError(
-                    f"model '{self.model_name}': the backend returned no '{spec.output}' (the "
-                    f"state output_name of '{spec.input}'); it returned {sorted(outputs)}"
-                )
-            state[spec.input] = np.ascontiguousarray(value, dtype=spec.dtype)
-        seq.state = state
-        return outputs
 
     # -- sequence life -----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from accelserve.errors import ConfigError, InvalidArgumentError
+from accelserve.errors import ConfigError, InvalidArgumentError, ModelExecutionError
 from accelserve.types import CONFIG_TO_V2, numpy_dtype
 
 START, READY, END, CORRID = (
@@ -255,6 +255,41 @@ def initial_states(states: Sequence[StateSpec], batched: bool) -> dict[str, np.n
     """Each state input's initial (zero) value for one batch row."""
     lead = (1,) if batched else ()
     return {s.input: np.zeros(lead + s.dims, dtype=s.dtype) for s in states}
+
+
+def filler_row(
+    policy: SequencePolicy, template: dict[str, np.ndarray], model: str
+) -> dict[str, np.ndarray]:
+    """A direct batch row without a request: empty data shaped like ``template`` (a real row
+    of the batch), READY false, the initial state."""
+    row = {
+        name: np.full_like(a, b"") if a.dtype == object else np.zeros_like(a)
+        for name, a in template.items()
+    }
+    flags = {"start": False, "end": False, "ready": False}
+    row.update(control_tensors(policy.controls, **flags, sequence_id=0, batched=True, model=model))
+    row.update(initial_states(policy.states, True))
+    return row
+
+
+def take_states(
+    states: Sequence[StateSpec], outputs: dict[str, np.ndarray], model: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Split a request's outputs into what the client gets and its sequence's next state
+    (each state output becomes the state input of the next request)."""
+    if not states:
+        return outputs, {}
+    outputs = dict(outputs)
+    state: dict[str, np.ndarray] = {}
+    for spec in states:
+        value = outputs.pop(spec.output, None)
+        if value is None:
+            raise ModelExecutionError(
+                f"model '{model}': the backend returned no '{spec.output}' (the state "
+                f"output_name of '{spec.input}'); it returned {sorted(outputs)}"
+            )
+        state[spec.input] = np.ascontiguousarray(value, dtype=spec.dtype)
+    return outputs, state
 
 
 def sequence_parameters(parameters: dict[str, object], model: str) -> tuple[SequenceId, bool, bool]:
