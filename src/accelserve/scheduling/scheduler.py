@@ -15,8 +15,8 @@ Requests wait in per-priority queues (``queues``); the next batch is gathered fr
 - otherwise wait until the oldest request's delay elapses or more requests arrive.
 Answers go out now or in arrival order (``answers``). A dynamic batch of several requests that
 fails runs again in parts until the requests that fail it are found (``isolation``), so one
-client's bad data fails only its own request; a model without dynamic batching (Triton's
-sequence batcher, for stateful models, included) runs one request per call and is never retried.
+client's bad data fails only its own request; a model without dynamic batching runs one request
+per call and is never retried (nor are stateful models, which ``sequence_batcher`` runs).
 
 Text models (``sequence_inputs``, see ``sequences``): requests of different lengths share a
 batch, padded; with ``max_batch_tokens`` the batch is the oldest request plus the queued ones of
