@@ -76,6 +76,41 @@ MODELS = {
 STATEFUL_MODELS = ["acc_direct", "acc_oldest", "acc_state_direct", "acc_state_oldest"]
 
 
+def _build_onnx_accumulator(model_dir: Path) -> None:
+    """A stateless ONNX model: OUTPUT = SUM_IN + INPUT (also SUM_OUT, the next state) and
+    FIRST = START. Its config declares no inputs or outputs: they come from the file, without
+    the control and state tensors the server fills in."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rows: list[str | int | None] = ["batch", 1]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["SUM_IN", "INPUT"], ["OUTPUT"]),
+            helper.make_node("Identity", ["OUTPUT"], ["SUM_OUT"]),
+            helper.make_node("Identity", ["START"], ["FIRST"]),
+        ],
+        "accumulate",
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT32, rows)
+            for n in ("INPUT", "START", "SUM_IN")
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT32, rows)
+            for n in ("OUTPUT", "SUM_OUT", "FIRST")
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (model_dir / "1").mkdir(parents=True)
+    onnx.save(model, str(model_dir / "1" / "model.onnx"))
+    (model_dir / "config.pbtxt").write_text(
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 8\nsequence_batching {\n'
+        '  control_input [{ name: "START" control [{ kind: CONTROL_SEQUENCE_START '
+        "int32_false_true: [ 0, 1 ] }] }]\n  " + STATE + "\n}\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repository = tmp_path_factory.mktemp("sequences") / "models"
@@ -87,6 +122,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             f'name: "{name}"\nbackend: "python"\nmax_batch_size: 8\n{TENSORS}\n'
             f"sequence_batching {{ {batching} }}\n"
         )
+    _build_onnx_accumulator(repository / "acc_onnx")
     process = ServerProcess(repository)
     yield process
     process.stop()
@@ -326,3 +362,36 @@ def test_bad_sequence_config_fails_its_load_only(tmp_path: Path) -> None:
         assert "expected data_type one of" in states["bad"]["reason"]
     finally:
         process.stop()
+
+
+def test_onnx_model_with_server_carried_state(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    """Any backend can be stateful with implicit state: an ONNX graph that only adds."""
+    config = http.get_model_config("acc_onnx")
+    assert [i["name"] for i in config["input"]] == ["INPUT"]
+    assert sorted(o["name"] for o in config["output"]) == ["FIRST", "OUTPUT"]
+    _interleave(_sender(http, httpclient, "acc_onnx"), 7001, "onnx-b")
+    first = grpc.infer("acc_onnx", _inputs(grpcclient, 5), sequence_id=7002, sequence_start=True)
+    later = grpc.infer("acc_onnx", _inputs(grpcclient, 6), sequence_id=7002, sequence_end=True)
+    assert first.as_numpy("FIRST").tolist() == [[1]] and later.as_numpy("FIRST").tolist() == [[0]]
+    assert later.as_numpy("OUTPUT").tolist() == [[11]] and later.as_numpy("SUM_OUT") is None
+
+
+def test_stream_error_names_the_sequence_and_the_stream_goes_on(
+    grpc: grpcclient.InferenceServerClient,
+) -> None:
+    results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    grpc.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        grpc.async_stream_infer("acc_direct", _inputs(grpcclient, 1), sequence_id=8001)
+        grpc.async_stream_infer(
+            "acc_direct", _inputs(grpcclient, 2), sequence_id=8002, sequence_start=True
+        )
+    finally:
+        grpc.stop_stream()
+    (bad, bad_error), (good, good_error) = results.get(), results.get()
+    assert bad is None and "sequence 8001 to model 'acc_direct' must specify the START flag" in str(
+        bad_error
+    )
+    assert good_error is None and good.as_numpy("OUTPUT").tolist() == [[2]]
