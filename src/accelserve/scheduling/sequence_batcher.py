@@ -42,11 +42,12 @@ from accelserve.scheduling.sequence_config import (
     corrid_value,
     filler_row,
     initial_states,
+    refusal,
     sequence_parameters,
     take_states,
 )
-from accelserve.scheduling.sequence_slots import SlotTable, direct_rows, oldest_pick
-from accelserve.scheduling.timers import Cancellable, Clock
+from accelserve.scheduling.sequence_slots import SlotTable, direct_rows, may_grow, oldest_pick
+from accelserve.scheduling.timers import Cancellable, Clock, Timer
 from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest
 
@@ -111,6 +112,8 @@ class SequenceBatcher:
         self._active: dict[SequenceId, _Sequence] = {}
         self._gone: OrderedDict[SequenceId, str] = OrderedDict()  # id -> "ended" | "expired"
         self._busy = [False] * len(self.instances)
+        self._delay_s = policy.max_queue_delay_us / 1e6
+        self._timers: list[Timer | None] = [None] * len(self.instances)  # queue delay
         self._answers = Answers(stats, False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_scheduled = False
@@ -166,7 +169,9 @@ class SequenceBatcher:
             self._gone.pop(sid, None)
             self._slots.bind(seq)
         elif seq is None:
-            raise InvalidArgumentError(self._refusal(sid))
+            raise InvalidArgumentError(
+                refusal(sid, self._gone.get(sid), self.model_name, self.policy.idle_us)
+            )
         loop = self._loop = asyncio.get_running_loop()
         sig = batch_signature(inputs) if self._batched else None
         item = Item(inputs, 1, sig, 0, loop.create_future(), arrival_ns, now)
@@ -182,26 +187,6 @@ class SequenceBatcher:
             self._kick_scheduled = True  # requests arriving in this loop turn share a batch
             loop.call_soon(self._kick)
         return req
-
-    def _refusal(self, sid: SequenceId) -> str:
-        why = self._gone.get(sid)
-        name = self.model_name
-        if why == "expired":
-            return (
-                f"sequence {sid!r} of model '{name}' expired: it had no request for "
-                f"{self.policy.idle_us} us (max_sequence_idle_microseconds); expected "
-                "sequence_start to begin it again"
-            )
-        if why == "ended":
-            return (
-                f"sequence {sid!r} of model '{name}' has ended (sequence_end); expected "
-                "sequence_start to begin it again"
-            )
-        return (
-            f"inference request for sequence {sid!r} to model '{name}' must specify the START "
-            "flag (parameter 'sequence_start') on the first request of the sequence; the "
-            "sequence is not active"
-        )
 
     def _remember(self, sid: SequenceId, why: str) -> None:
         self._gone[sid] = why
@@ -231,11 +216,36 @@ class SequenceBatcher:
             return [oldest[1]]
         sig = oldest[1].requests[0].item.sig
         ready = [(slot, seq) for slot, seq in ready if seq.requests[0].item.sig == sig]
+        if self._delay_s and not self._stopping and self._may_grow(len(ready), len(holders)):
+            wake = oldest[1].requests[0].item.arrival_t + self._delay_s
+            if self._clock.now() < wake:
+                self._arm(index, wake)
+                return []
         if self.policy.strategy == "direct":
             by_slot = dict(ready)
             return [None if i is None else by_slot[i] for i in direct_rows(list(by_slot))]
         arrivals = [seq.requests[0].item.arrival_t for _, seq in ready]
         return [ready[i][1] for i in oldest_pick(arrivals, self.policy.rows_per_batch)]
+
+    def _may_grow(self, ready: int, held: int) -> bool:
+        p = self.policy
+        return may_grow(
+            ready,
+            held,
+            p.rows_per_batch,
+            direct=p.strategy == "direct",
+            slots=p.slots_per_instance,
+            min_utilization=p.minimum_slot_utilization,
+            preferred=p.preferred_batch_sizes,
+        )
+
+    def _arm(self, index: int, wake: float) -> None:
+        """Kick again at ``wake`` (the oldest request's queue delay), once per instance."""
+        timer = self._timers[index]
+        if timer is None:
+            assert self._loop is not None
+            timer = self._timers[index] = self._clock.timer(self._loop, self._kick)
+        timer.arm(wake)
 
     def _launch(
         self, index: int, instance: ModelInstance[Engine], rows: list[_Sequence | None]
@@ -391,9 +401,15 @@ class SequenceBatcher:
                     )
                     self._answers.fail_now(req.item, error, "OTHER")
             seq.requests.clear()
+        if self._loop is not None and not self._kick_scheduled:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)  # a batch waiting on its delay runs now
         await self._answers.drained()
         for seq in list(self._active.values()):
             seq.cancel_timer()
+        for timer in self._timers:
+            if timer is not None and self._loop is not None and not self._loop.is_closed():
+                timer.close()
         if not self._closed:
             self._closed = True
             for instance in self.instances:

@@ -67,6 +67,10 @@ class SequencePolicy:
     controls: tuple[Control, ...] = ()
     states: tuple[StateSpec, ...] = ()
     max_candidate_sequences: int = 0  # oldest: sequences per instance (0: unbounded)
+    # How long a batch may wait for more rows (see sequence_slots.may_grow).
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: frozenset[int] = frozenset()  # oldest
+    minimum_slot_utilization: float = 0.0  # direct
 
     @property
     def slots_per_instance(self) -> int:
@@ -88,6 +92,12 @@ class SequencePolicy:
             raise ConfigError(f"{where}.iterative_sequence: not supported; expected false")
         strategy = sb.WhichOneof("strategy_choice") or "direct"
         candidates = 0
+        delay_us = int(getattr(sb, strategy).max_queue_delay_microseconds)
+        utilization = float(sb.direct.minimum_slot_utilization)
+        if not 0.0 <= utilization <= 1.0:
+            raise ConfigError(
+                f"{where}.direct.minimum_slot_utilization: expected 0..1; received {utilization:g}"
+            )
         if strategy == "oldest":
             candidates = int(sb.oldest.max_candidate_sequences)
             if candidates < 0:
@@ -116,6 +126,9 @@ class SequencePolicy:
             controls=controls,
             states=states,
             max_candidate_sequences=candidates,
+            max_queue_delay_us=delay_us,
+            preferred_batch_sizes=frozenset(int(n) for n in sb.oldest.preferred_batch_size),
+            minimum_slot_utilization=utilization,
         )
 
     def extra_inputs(self) -> frozenset[str]:
@@ -290,6 +303,26 @@ def take_states(
             )
         state[spec.input] = np.ascontiguousarray(value, dtype=spec.dtype)
     return outputs, state
+
+
+def refusal(sid: SequenceId, gone: str | None, model: str, idle_us: int) -> str:
+    """Why a request without ``sequence_start`` for an inactive sequence is refused; ``gone``
+    says how the sequence last ended ("ended", "expired" or None: never seen)."""
+    if gone == "expired":
+        return (
+            f"sequence {sid!r} of model '{model}' expired: it had no request for {idle_us} us "
+            "(max_sequence_idle_microseconds); expected sequence_start to begin it again"
+        )
+    if gone == "ended":
+        return (
+            f"sequence {sid!r} of model '{model}' has ended (sequence_end); expected "
+            "sequence_start to begin it again"
+        )
+    return (
+        f"inference request for sequence {sid!r} to model '{model}' must specify the START "
+        "flag (parameter 'sequence_start') on the first request of the sequence; the sequence "
+        "is not active"
+    )
 
 
 def sequence_parameters(parameters: dict[str, object], model: str) -> tuple[SequenceId, bool, bool]:

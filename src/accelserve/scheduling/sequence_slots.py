@@ -10,6 +10,7 @@ and takes the first slot that frees.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -103,3 +104,24 @@ def oldest_pick(arrivals: Sequence[float], cap: int) -> list[int]:
     by arrival time) that arrived first, in arrival order."""
     order = sorted(range(len(arrivals)), key=lambda i: (arrivals[i], i))
     return order[: max(1, cap)]
+
+
+def may_grow(
+    ready: int,
+    held: int,
+    cap: int,
+    *,
+    direct: bool,
+    slots: int = 0,
+    min_utilization: float = 0.0,
+    preferred: frozenset[int] = frozenset(),
+) -> bool:
+    """Whether a batch of ``ready`` rows is worth holding back (up to the queue delay) for
+    more: the instance holds ``held`` sequences, so more rows may come. Under ``direct`` it runs
+    once ``min_utilization`` of the ``slots`` are ready (any row when 0, Triton's default);
+    under ``oldest`` once it has ``cap`` rows, every sequence's, or a preferred size."""
+    if ready >= min(cap, held):
+        return False
+    if direct:
+        return ready < math.ceil(min_utilization * slots)
+    return ready not in preferred

@@ -301,3 +301,37 @@ def test_cancelled_request_leaves_the_sequence_running(made: list[ModelInstance[
         assert seq.pending == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "oldest { max_queue_delay_microseconds: 1000 }",
+        "direct { max_queue_delay_microseconds: 1000 minimum_slot_utilization: 1.0 }",
+    ],
+)
+def test_queue_delay_waits_for_the_other_sequences(
+    made: list[ModelInstance[Any]], strategy: str
+) -> None:
+    clock = FakeClock()
+    backend = Accumulator()
+    seq = batcher(
+        made, strategy + CONTROLS % "TYPE_UINT64", backend, clock=clock.clock(), max_batch_size=2
+    )
+
+    async def main() -> None:
+        assert await sums(seq, req(1, 1, start=True), req(10, 2, start=True)) == [1, 10]
+        alone = asyncio.ensure_future(seq.infer(req(2, 1)))
+        await settle()
+        assert not alone.done() and len(backend.batches) == 1  # waits for sequence 2
+        assert await sums(seq, req(20, 2)) == [30]  # sequence 2's request completes the batch
+        assert int((await alone)["OUTPUT"][0, 0]) == 3
+        assert backend.batches[-1] == [(1, 1), (2, 1)]
+        alone = asyncio.ensure_future(seq.infer(req(3, 1)))
+        await settle()
+        assert not alone.done()
+        clock.advance(0.001)  # the delay passes: it runs alone
+        await until(alone.done)
+        assert int(alone.result()["OUTPUT"][0, 0]) == 6
+
+    asyncio.run(main())

@@ -14,7 +14,13 @@ from accelserve.scheduling.sequence_config import (
     initial_states,
     sequence_parameters,
 )
-from accelserve.scheduling.sequence_slots import Slot, SlotTable, direct_rows, oldest_pick
+from accelserve.scheduling.sequence_slots import (
+    Slot,
+    SlotTable,
+    direct_rows,
+    may_grow,
+    oldest_pick,
+)
 
 CONTROLS = """
   control_input [
@@ -185,6 +191,7 @@ def test_state_and_oldest_strategy() -> None:
         ("iterative_sequence: true", "iterative_sequence: not supported"),
         ("oldest { max_candidate_sequences: -1 }", "max_candidate_sequences: expected >= 0"),
         ("oldest { preferred_batch_size: [ 9 ] }", "expected values in 1..4"),
+        ("direct { minimum_slot_utilization: 1.5 }", "minimum_slot_utilization: expected 0..1"),
     ],
 )
 def test_config_errors_name_the_field(body: str, expected: str) -> None:
@@ -230,3 +237,20 @@ def test_sequence_parameters() -> None:
         False,
         True,
     )
+
+
+def test_a_batch_may_wait_for_more_rows_only_while_they_can_come() -> None:
+    assert may_grow(2, 4, 8, direct=False)  # two more sequences may send
+    assert not may_grow(4, 4, 8, direct=False)  # every sequence of the instance is in
+    assert not may_grow(8, 20, 8, direct=False)  # full
+    assert not may_grow(2, 4, 8, direct=False, preferred=frozenset({2}))
+    assert not may_grow(1, 4, 4, direct=True, slots=4)  # Triton's default utilization 0: any
+    assert may_grow(1, 4, 4, direct=True, slots=4, min_utilization=0.5)
+    assert not may_grow(2, 4, 4, direct=True, slots=4, min_utilization=0.5)
+
+
+def test_queue_delay_fields() -> None:
+    oldest = policy("oldest { max_queue_delay_microseconds: 250 preferred_batch_size: [ 2, 4 ] }")
+    assert oldest.max_queue_delay_us == 250 and oldest.preferred_batch_sizes == {2, 4}
+    direct = policy("direct { max_queue_delay_microseconds: 9 minimum_slot_utilization: 0.5 }")
+    assert (direct.max_queue_delay_us, direct.minimum_slot_utilization) == (9, 0.5)
