@@ -16,7 +16,7 @@ from sched_helpers import FakeClock, settle, until
 from accelserve.backends.base import Backend
 from accelserve.config import parse_config
 from accelserve.devices import Device
-from accelserve.errors import InvalidArgumentError, ModelExecutionError
+from accelserve.errors import InvalidArgumentError, ModelExecutionError, UnavailableError
 from accelserve.scheduling import Clock, ModelInstance
 from accelserve.scheduling.sequence_batcher import SequenceBatcher
 from accelserve.scheduling.sequence_config import SequencePolicy
@@ -333,5 +333,23 @@ def test_queue_delay_waits_for_the_other_sequences(
         clock.advance(0.001)  # the delay passes: it runs alone
         await until(alone.done)
         assert int(alone.result()["OUTPUT"][0, 0]) == 6
+
+    asyncio.run(main())
+
+
+def test_stop_fails_backlogged_sequences_and_answers_the_rest(
+    made: list[ModelInstance[Any]],
+) -> None:
+    seq = batcher(made, CONTROLS % "TYPE_UINT64", FlatAccumulator(), max_batch_size=0)
+
+    async def main() -> None:
+        assert await sums_flat(seq, req1(1, 1, start=True)) == [1]
+        waiting = asyncio.ensure_future(seq.infer(req1(7, 2, start=True)))  # no slot for it
+        await settle()
+        await seq.stop()
+        with pytest.raises(UnavailableError, match="sequence 2 never got a slot"):
+            await waiting
+        with pytest.raises(UnavailableError, match="model 'acc' is stopping"):
+            await seq.infer(req1(1, 1))
 
     asyncio.run(main())
