@@ -58,7 +58,17 @@ _REMEMBERED = 4096  # ended/expired sequence ids kept to say why a later request
 class _Sequence:
     """One live sequence: its queued requests and its state between requests."""
 
-    __slots__ = ("closed", "closing", "key", "last_t", "requests", "running", "state", "timer")
+    __slots__ = (
+        "closed",
+        "closing",
+        "key",
+        "last_t",
+        "requests",
+        "running",
+        "state",
+        "successor",
+        "timer",
+    )
 
     def __init__(self, key: SequenceId, now: float) -> None:
         self.key = key
@@ -69,6 +79,9 @@ class _Sequence:
         self.last_t = now
         self.state: Tensors | None = None
         self.timer: Cancellable | None = None
+        # The next sequence of the same id, started before this one's last request ran: it
+        # takes a slot once this one closes, so the model never sees both at once.
+        self.successor: _Sequence | None = None
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -111,6 +124,7 @@ class SequenceBatcher:
         )
         self._active: dict[SequenceId, _Sequence] = {}
         self._gone: OrderedDict[SequenceId, str] = OrderedDict()  # id -> "ended" | "expired"
+        self._ending: dict[SequenceId, _Sequence] = {}  # ended, its last request not yet run
         self._busy = [False] * len(self.instances)
         self._delay_s = policy.max_queue_delay_us / 1e6
         self._timers: list[Timer | None] = [None] * len(self.instances)  # queue delay
@@ -167,7 +181,11 @@ class SequenceBatcher:
                 )
             seq = self._active[sid] = _Sequence(sid, now)
             self._gone.pop(sid, None)
-            self._slots.bind(seq)
+            ending = self._ending.get(sid)
+            if ending is None:
+                self._slots.bind(seq)
+            else:
+                ending.successor = seq
         elif seq is None:
             raise InvalidArgumentError(
                 refusal(sid, self._gone.get(sid), self.model_name, self.policy.idle_us)
@@ -182,6 +200,7 @@ class SequenceBatcher:
         if end:  # later requests for this id need a new start
             del self._active[sid]
             self._remember(sid, "ended")
+            self._ending[sid] = seq
         self._answers.accept(item)
         if not self._kick_scheduled:
             self._kick_scheduled = True  # requests arriving in this loop turn share a batch
@@ -367,7 +386,13 @@ class SequenceBatcher:
         seq.closed = True
         seq.cancel_timer()
         seq.state = None
-        if self._slots.release(seq) is not None and not self._kick_scheduled and self._loop:
+        if self._ending.get(seq.key) is seq:
+            del self._ending[seq.key]
+        moved = self._slots.release(seq) is not None
+        if seq.successor is not None and not seq.successor.closed:
+            self._slots.bind(seq.successor)  # it may be in _ending already: it ended too
+            moved = True
+        if moved and not self._kick_scheduled and self._loop:
             self._kick_scheduled = True
             self._loop.call_soon(self._kick)
 

@@ -353,3 +353,22 @@ def test_stop_fails_backlogged_sequences_and_answers_the_rest(
             await seq.infer(req1(1, 1))
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("strategy", ["direct { }", "oldest { }"])
+def test_an_id_restarted_before_its_end_ran_waits_for_it(
+    made: list[ModelInstance[Any]], strategy: str
+) -> None:
+    """A stream may end a sequence and start one with the same id at once: the model never sees
+    both in one batch, and each gets its own sums."""
+    backend = Accumulator()
+    seq = batcher(made, strategy + CONTROLS % "TYPE_UINT64", backend)
+
+    async def main() -> None:
+        first = [req(1, 5, start=True), req(2, 5), req(3, 5, end=True)]
+        second = [req(10, 5, start=True), req(20, 5, end=True), req(100, 5, start=True)]
+        assert await sums(seq, *first, *second) == [1, 3, 6, 10, 30, 100]
+
+    asyncio.run(main())
+    assert all(len(rows) == 1 or sum(r for _, r in rows) <= 1 for rows in backend.batches)
+    assert backend.sums == {5: 100}
