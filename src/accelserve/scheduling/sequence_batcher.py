@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -33,67 +33,25 @@ from accelserve.scheduling.answers import Answers
 from accelserve.scheduling.batching import Tensors, batch_signature
 from accelserve.scheduling.execution import batch_error, execute_batch
 from accelserve.scheduling.instances import Engine, ModelInstance
-from accelserve.scheduling.queues import DONE, QUEUED, RUNNING, Item
+from accelserve.scheduling.queues import DONE, QUEUED, Item
 from accelserve.scheduling.sequence_config import (
     CORRID,
     SequenceId,
     SequencePolicy,
-    control_tensors,
     corrid_value,
     filler_row,
-    initial_states,
     refusal,
     sequence_parameters,
     take_states,
 )
+from accelserve.scheduling.sequence_live import LiveSequence, SequenceRequest
 from accelserve.scheduling.sequence_slots import SlotTable, direct_rows, may_grow, oldest_pick
-from accelserve.scheduling.timers import Cancellable, Clock, Timer
+from accelserve.scheduling.timers import Clock, Timer
 from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest
 
 _NS = time.perf_counter_ns
 _REMEMBERED = 4096  # ended/expired sequence ids kept to say why a later request is refused
-
-
-class _Sequence:
-    """One live sequence: its queued requests and its state between requests."""
-
-    __slots__ = (
-        "closed",
-        "closing",
-        "key",
-        "last_t",
-        "requests",
-        "running",
-        "state",
-        "successor",
-        "timer",
-    )
-
-    def __init__(self, key: SequenceId, now: float) -> None:
-        self.key = key
-        self.requests: deque[_Request] = deque()
-        self.running = False
-        self.closing = False  # its end request was cancelled before it ran
-        self.closed = False
-        self.last_t = now
-        self.state: Tensors | None = None
-        self.timer: Cancellable | None = None
-        # The next sequence of the same id, started before this one's last request ran: it
-        # takes a slot once this one closes, so the model never sees both at once.
-        self.successor: _Sequence | None = None
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
-class _Request:
-    __slots__ = ("end", "item", "seq", "start")
-
-    def __init__(self, item: Item, start: bool, end: bool, seq: _Sequence) -> None:
-        self.item, self.start, self.end, self.seq = item, start, end, seq
 
 
 class SequenceBatcher:
@@ -119,12 +77,12 @@ class SequenceBatcher:
         self._batched = policy.max_batch_size > 0
         self._idle_s = policy.idle_us / 1e6
         self._corrids = [c for c in policy.controls if c.kind == CORRID]
-        self._slots: SlotTable[_Sequence] = SlotTable(
+        self._slots: SlotTable[LiveSequence] = SlotTable(
             len(self.instances), policy.slots_per_instance
         )
-        self._active: dict[SequenceId, _Sequence] = {}
+        self._active: dict[SequenceId, LiveSequence] = {}
         self._gone: OrderedDict[SequenceId, str] = OrderedDict()  # id -> "ended" | "expired"
-        self._ending: dict[SequenceId, _Sequence] = {}  # ended, its last request not yet run
+        self._ending: dict[SequenceId, LiveSequence] = {}  # ended, its last request not yet run
         self._busy = [False] * len(self.instances)
         self._delay_s = policy.max_queue_delay_us / 1e6
         self._timers: list[Timer | None] = [None] * len(self.instances)  # queue delay
@@ -153,7 +111,7 @@ class SequenceBatcher:
             self._cancel(req)
             raise
 
-    def _admit(self, request: InferRequest, arrival_ns: int) -> _Request:
+    def _admit(self, request: InferRequest, arrival_ns: int) -> SequenceRequest:
         name = self.model_name
         if self._stopping:
             raise UnavailableError(f"model '{name}' is stopping")
@@ -179,7 +137,7 @@ class SequenceBatcher:
                     f"sequence {sid!r} of model '{name}' is already active: expected "
                     "sequence_start only on its first request (end it with sequence_end first)"
                 )
-            seq = self._active[sid] = _Sequence(sid, now)
+            seq = self._active[sid] = LiveSequence(sid, now)
             self._gone.pop(sid, None)
             ending = self._ending.get(sid)
             if ending is None:
@@ -193,7 +151,7 @@ class SequenceBatcher:
         loop = self._loop = asyncio.get_running_loop()
         sig = batch_signature(inputs) if self._batched else None
         item = Item(inputs, 1, sig, 0, loop.create_future(), arrival_ns, now)
-        req = _Request(item, start, end, seq)
+        req = SequenceRequest(item, start, end, seq)
         seq.requests.append(req)
         seq.last_t = now
         seq.cancel_timer()
@@ -223,7 +181,7 @@ class SequenceBatcher:
                 if rows:
                     self._launch(index, instance, rows)
 
-    def _form(self, index: int) -> list[_Sequence | None]:
+    def _form(self, index: int) -> list[LiveSequence | None]:
         """The next batch of ``index``: one row per sequence with a queued request, all of the
         oldest such request's signature (None rows are direct's fillers)."""
         holders = self._slots.holders(index)
@@ -267,37 +225,19 @@ class SequenceBatcher:
         timer.arm(wake)
 
     def _launch(
-        self, index: int, instance: ModelInstance[Engine], rows: list[_Sequence | None]
+        self, index: int, instance: ModelInstance[Engine], rows: list[LiveSequence | None]
     ) -> None:
         policy, batched = self.policy, self._batched
         batch: list[Tensors] = []
-        reqs: list[_Request | None] = []
+        reqs: list[SequenceRequest | None] = []
         template: Tensors = {}
         for seq in rows:
             if seq is None:
                 batch.append({})
                 reqs.append(None)
                 continue
-            req = seq.requests.popleft()
-            seq.running = True
-            req.item.where = RUNNING
-            inputs = dict(req.item.inputs)
-            template = template or inputs
-            inputs.update(
-                control_tensors(
-                    policy.controls,
-                    start=req.start,
-                    end=req.end,
-                    ready=True,
-                    sequence_id=seq.key,
-                    batched=batched,
-                    model=self.model_name,
-                )
-            )
-            if policy.states:
-                if seq.state is None:
-                    seq.state = initial_states(policy.states, batched)
-                inputs.update(seq.state)
+            req, inputs = seq.next_row(policy, batched, self.model_name)
+            template = template or req.item.inputs
             batch.append(inputs)
             reqs.append(req)
         for i, taken in enumerate(reqs):
@@ -308,7 +248,7 @@ class SequenceBatcher:
         instance.submit(job, partial(self._finish, index, reqs))
 
     def _finish(
-        self, index: int, reqs: list[_Request | None], result: Any, exc: BaseException | None
+        self, index: int, reqs: list[SequenceRequest | None], result: Any, exc: BaseException | None
     ) -> None:
         """Back on the loop: answer the batch's requests, keep their sequences' state."""
         self._busy[index] = False
@@ -354,17 +294,17 @@ class SequenceBatcher:
 
     # -- sequence life -----------------------------------------------------------------------
 
-    def _idle_past(self, seq: _Sequence, now: float) -> bool:
+    def _idle_past(self, seq: LiveSequence, now: float) -> bool:
         return not seq.requests and not seq.running and now - seq.last_t >= self._idle_s
 
-    def _watch_idle(self, seq: _Sequence) -> None:
+    def _watch_idle(self, seq: LiveSequence) -> None:
         if self._loop is None or seq.closed:
             return
         seq.cancel_timer()
         wait = max(seq.last_t + self._idle_s - self._clock.now(), 0.0)
         seq.timer = self._clock.later(self._loop, wait, partial(self._on_idle, seq))
 
-    def _on_idle(self, seq: _Sequence) -> None:
+    def _on_idle(self, seq: LiveSequence) -> None:
         seq.timer = None
         if seq.closed or seq.requests or seq.running:
             return  # it closes, or is watched again once its requests are answered
@@ -373,13 +313,13 @@ class SequenceBatcher:
         else:  # the loop's timer fired early
             self._watch_idle(seq)
 
-    def _expire(self, seq: _Sequence) -> None:
+    def _expire(self, seq: LiveSequence) -> None:
         if self._active.get(seq.key) is seq:
             del self._active[seq.key]
             self._remember(seq.key, "expired")
         self._close(seq)
 
-    def _close(self, seq: _Sequence) -> None:
+    def _close(self, seq: LiveSequence) -> None:
         """Free the sequence's slot (a backlogged sequence may take it)."""
         if seq.closed:
             return
@@ -396,7 +336,7 @@ class SequenceBatcher:
             self._kick_scheduled = True
             self._loop.call_soon(self._kick)
 
-    def _cancel(self, req: _Request) -> None:
+    def _cancel(self, req: SequenceRequest) -> None:
         """The caller went away: drop the request if queued, ignore its result if running."""
         item, seq = req.item, req.seq
         if item.where == DONE:
