@@ -335,6 +335,18 @@ def test_config_shows_sequence_batching(http: httpclient.InferenceServerClient) 
     assert [i["name"] for i in config["input"]] == ["INPUT"]  # control inputs are not client inputs
 
 
+def test_statistics_count_sequence_requests(http: httpclient.InferenceServerClient) -> None:
+    before = http.get_inference_statistics("acc_state_oldest")["model_stats"][0]
+    _interleave(_sender(http, httpclient, "acc_state_oldest"), 9001, 9002)
+    after = http.get_inference_statistics("acc_state_oldest")["model_stats"][0]
+    assert (
+        after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
+        == 7
+    )
+    assert after["inference_count"] - before["inference_count"] == 7
+    assert after["execution_count"] - before["execution_count"] == 7  # one at a time, in turn
+
+
 def test_bad_sequence_config_fails_its_load_only(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     good = repository / "acc"
