@@ -23,7 +23,9 @@ GRPC_STATUS: dict[ErrorCode, str] = {  # grpc.StatusCode member names
     ErrorCode.INVALID_ARGUMENT: "INVALID_ARGUMENT",
     ErrorCode.NOT_FOUND: "NOT_FOUND",
     ErrorCode.UNAVAILABLE: "UNAVAILABLE",
-    ErrorCode.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    # Queue full: the server is overloaded for now, UNAVAILABLE as Triton answers (a client
+    # retries UNAVAILABLE; RESOURCE_EXHAUSTED reads as a quota that will not pass).
+    ErrorCode.RESOURCE_EXHAUSTED: "UNAVAILABLE",
     ErrorCode.TOO_LARGE: "RESOURCE_EXHAUSTED",
     ErrorCode.UNAUTHENTICATED: "UNAUTHENTICATED",
     ErrorCode.PERMISSION_DENIED: "PERMISSION_DENIED",

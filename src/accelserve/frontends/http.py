@@ -18,6 +18,7 @@ from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
 from accelserve.frontends.errors import bearer_token, expect_method, http_status
+from accelserve.frontends.http_limits import RETRY_AFTER
 from accelserve.frontends.http_server import Headers, Request, Response
 
 log = logging.getLogger("accelserve.http")
@@ -147,7 +148,10 @@ class HttpFrontend:
 
 
 def error_response(exc: AccelServeError) -> Response:
-    return render_error(http_status(exc), exc.message)
+    status = http_status(exc)
+    if status == 503:  # overloaded or not ready: a state that passes, so say when to retry
+        return status, [*JSON, RETRY_AFTER], encode_json({"error": exc.message})
+    return render_error(status, exc.message)
 
 
 def render_error(status: int, message: str) -> Response:

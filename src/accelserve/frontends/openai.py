@@ -32,6 +32,7 @@ from accelserve.frontends.errors import (
     expect_method,
     http_status,
 )
+from accelserve.frontends.http_limits import RETRY_AFTER
 from accelserve.services.embeddings import (
     ContextLengthError,
     EmbeddingInputError,
@@ -75,7 +76,8 @@ class OpenAIError(Exception):
                 "code": self.code,
             }
         }
-        return self.status, JSON, orjson.dumps(body)
+        headers = [*JSON, RETRY_AFTER] if self.status == 503 else JSON  # load: retry later
+        return self.status, headers, orjson.dumps(body)
 
 
 def _bad(message: str, param: str | None = "input", code: str | None = None) -> OpenAIError:
