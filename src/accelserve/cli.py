@@ -114,8 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         limits = HttpLimits(**{name: getattr(args, f"http_{name}") for name in HELP})
-    except ValueError as exc:
-        print(f"accelserve serve: --http-{exc}", file=sys.stderr)
+    except ValueError as exc:  # "<field>: expected ...": name the option as typed
+        name, _, reason = str(exc).partition(":")
+        print(f"accelserve serve: --http-{name.replace('_', '-')}:{reason}", file=sys.stderr)
         return 2
     settings = ServerSettings(
         model_repository=args.model_repository,

@@ -79,6 +79,7 @@ _SWEEP_S = 1.0  # how often connections are looked at for their timeouts (at mos
 # Request head bytes buffered before the parser has called back at all (it holds a header line
 # whole before handing it over): past this, the head is refused without waiting for the line.
 _HEAD_SLACK = 4096
+_LINGER_S = 2.0  # how long a refused client may go on sending after its answer
 
 
 _Error = tuple[int, str] | None  # a request answered with this error instead of the handler
@@ -194,7 +195,8 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[tuple[Request, bool, _Error]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.closing = False  # close once the queue is answered
-        self.broken = False  # the parser failed: nothing more is read
+        self.broken = False  # the parser failed: nothing more is parsed
+        self.lingering_since: float | None = None  # answered a broken request, then half-closed
         self.write_paused = False
         self.read_paused = False
 
@@ -380,7 +382,7 @@ class _Connection(asyncio.Protocol):
         self.task = None
         self.last_active = self.head_since = self.clock()
         self.kept_idle = not self.receiving
-        if self.closing and not self.receiving:
+        if self.closing and not self.receiving and self.lingering_since is None:
             self.close()
 
     def _write(self, method: str, response: Response, keep_alive: bool) -> None:
@@ -406,7 +408,10 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.closing = True
             self._clear_queue()
-            transport.close()
+            if self.broken and transport.can_write_eof():
+                self._linger(transport)
+            else:
+                transport.close()
         if self.server.on_response is not None:
             self.server.on_response()
 
@@ -428,6 +433,17 @@ class _Connection(asyncio.Protocol):
             if len(self.queue) >= _MAX_PIPELINE:
                 self._pause_reading()
 
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """After refusing a request the client may still be sending (a body, an endless
+        header): half-close, and read and drop what still comes until the client closes or
+        ``_LINGER_S`` passes. Closing at once with unread bytes would reset the connection,
+        and the client would lose the answer (RFC 9112, 9.6)."""
+        self.lingering_since = self.clock()
+        transport.write_eof()
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+
     def _drop_partial(self) -> None:
         """The message being received will never be answered: free its share of the budget."""
         self.chunks = []
@@ -447,7 +463,10 @@ class _Connection(asyncio.Protocol):
         """The sweep, on a connection with no request being answered: 408 for a head or body
         received too slowly, close one kept idle too long (or one that never sent a byte)."""
         limits = self.limits
-        if self.receiving and self.head_done:
+        if self.lingering_since is not None:
+            if now - self.lingering_since > _LINGER_S:
+                self.close()
+        elif self.receiving and self.head_done:
             if now - self.last_active > limits.body_timeout_s:
                 self._reject(408, f"request body stalled for over {limits.body_timeout_s} s")
         elif not self.kept_idle:
