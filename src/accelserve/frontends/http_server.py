@@ -280,17 +280,22 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        refusal = head_refusal(self.limits, self.url, [], 0)
-        if refusal is not None:
-            raise refusal
+        if len(self.url) > self.limits.max_url_bytes:
+            raise _refusal(self.limits, self.url, [], 0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_raw = 0  # the parser has handed over what it held
-        self.headers.append((name.lower(), value))
-        self.head_bytes += len(name) + len(value) + 4  # "name: value\r\n"
-        refusal = head_refusal(self.limits, self.url, self.headers, self.head_bytes)
-        if refusal is not None:
-            raise refusal
+        headers = self.headers
+        headers.append((name.lower(), value))
+        size = len(name) + len(value)
+        self.head_bytes += size + 4  # "name: value\r\n"
+        limits = self.limits
+        if (  # the cheap test on the hot path; head_refusal says which limit and how
+            size + 2 > limits.max_header_line_bytes
+            or self.head_bytes > limits.max_header_bytes
+            or len(headers) > limits.max_headers
+        ):
+            raise _refusal(limits, self.url, headers, self.head_bytes)
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -504,6 +509,13 @@ class _Connection(asyncio.Protocol):
         if self.read_paused and self.transport is not None and not self.closing:
             self.read_paused = False
             self.transport.resume_reading()
+
+
+def _refusal(limits: HttpLimits, url: bytes, headers: Headers, head_bytes: int) -> Refusal:
+    """The refusal of a head known to be past a limit."""
+    refusal = head_refusal(limits, url, headers, head_bytes)
+    assert refusal is not None
+    return refusal
 
 
 def _split_url(url: bytes) -> tuple[str, bytes]:
