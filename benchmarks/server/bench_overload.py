@@ -343,10 +343,12 @@ Command: `{_report.command_line()}`
 to back for {args.duration:g} s, against the server with `--default-max-queue-size
 {args.queue_size}` (clients answered 503 ask again at once, ignoring Retry-After: the worst
 case; or wait the Retry-After of 1 s) and, in the same run, without a bound (as before the
-bound existed). The load generator shares the cores with the server. A 503 is cheap but not
-free: clients that ask again at once keep the event loop busy answering 503s, and the 200s wait
-behind those answers; what the bound buys is that nothing waits without limit and memory stays
-bounded, and clients that honour Retry-After get both fast 200s and fast 503s.
+bound existed). The load generator shares the cores with the server (and this machine with
+other work: figures move between runs). Every answer was a correct 200 or a 503 with
+Retry-After. A 503 is cheap but not free: when every client answered 503 asks again at once, the
+server spends its event loop on 503s and the 200s' latency rises (above the unbounded server's
+here); clients that honour Retry-After get fast 200s and fast 503s, and nothing waits without
+limit.
 
 {table_a}
 
