@@ -11,8 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US
-from accelserve.frontends.http_limits import HELP, HttpLimits
-from accelserve.scheduling.policy import DEFAULT_MAX_QUEUE_SIZE
+from accelserve.frontends.http_limits import DEFAULT_MAX_QUEUE_SIZE, HELP, HttpLimits
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help text)
 TOOLS: dict[str, tuple[str, str]] = {
@@ -117,6 +116,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # "<field>: expected ...": name the option as typed
         name, _, reason = str(exc).partition(":")
         print(f"accelserve serve: --http-{name.replace('_', '-')}:{reason}", file=sys.stderr)
+        return 2
+    if args.default_max_queue_size < 0:
+        print(
+            "accelserve serve: --default-max-queue-size: expected >= 0 (0: unbounded); "
+            f"received {args.default_max_queue_size}",
+            file=sys.stderr,
+        )
         return 2
     settings = ServerSettings(
         model_repository=args.model_repository,

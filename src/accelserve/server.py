@@ -16,11 +16,10 @@ from typing import Any
 from accelserve.dataplane import DataPlane
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US, BusyPoll
 from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
-from accelserve.frontends.http_limits import HttpLimits
+from accelserve.frontends.http_limits import DEFAULT_MAX_QUEUE_SIZE, HttpLimits
 from accelserve.frontends.http_server import HttpServer
 from accelserve.repository import ModelRepository
 from accelserve.scheduling.activity import CoreActivity
-from accelserve.scheduling.policy import DEFAULT_MAX_QUEUE_SIZE
 
 log = logging.getLogger("accelserve.server")
 

@@ -223,9 +223,19 @@ def test_queue_full_over_grpc_is_unavailable(limited: ServerProcess) -> None:
     client.close()
 
 
-def test_options_are_validated(simple_repository: Path) -> None:
-    with pytest.raises(RuntimeError, match="--http-max-headers: expected > 0; received 0"):
-        ServerProcess(simple_repository, "--http-max-headers", "0")
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--http-max-headers", "0", "--http-max-headers: expected > 0; received 0"),
+        ("--http-header-timeout-s", "-1", "--http-header-timeout-s: expected > 0; received -1.0"),
+        ("--default-max-queue-size", "-1", "--default-max-queue-size: expected >= 0"),
+    ],
+)
+def test_options_are_validated(
+    simple_repository: Path, option: str, value: str, message: str
+) -> None:
+    with pytest.raises(RuntimeError, match=message):
+        ServerProcess(simple_repository, option, value)
 
 
 def test_a_client_that_sends_nothing_is_closed_unanswered(limited: ServerProcess) -> None:

@@ -26,6 +26,11 @@ from dataclasses import dataclass, fields
 
 RETRY_AFTER_S = 1  # what a 503 for load tells the client to wait (Retry-After, seconds)
 RETRY_AFTER = (b"retry-after", b"%d" % RETRY_AFTER_S)  # the header every 503 carries
+# The server's queue bound for every model whose config sets no max_queue_size (Triton's default
+# is unbounded): past it a request is answered 503 (gRPC UNAVAILABLE) at once instead of waiting
+# behind the others. Not HTTP's alone, but a limit of the same kind, kept where the command line
+# can read it without importing the scheduler (and numpy).
+DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,6 @@ from accelserve.errors import ConfigError
 from accelserve.scheduling.sequences import SequenceSpec
 
 TIMEOUT_ACTIONS = ("REJECT", "DELAY")
-# The server's queue bound for a model whose config sets no max_queue_size (Triton's default is
-# unbounded): past it a request is answered 503 at once instead of waiting behind the others.
-DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
