@@ -114,6 +114,26 @@ def test_a_huge_header_line_is_431_before_it_is_whole() -> None:
     run(body, max_url_bytes=1024, max_header_bytes=4096, max_header_line_bytes=4096)
 
 
+def test_bodies_in_the_same_reads_as_heads_are_not_counted_as_head() -> None:
+    """A read holding whole requests (head and a body far larger than the head limits), or the
+    end of one body and the start of the next head, is not a head past its limits."""
+
+    async def body(server: HttpServer, clock: FakeClock) -> None:
+        reader, writer = await connect(server)
+        payloads = [bytes([65 + i]) * 50_000 for i in range(3)]
+        for i, payload in enumerate(payloads):  # one by one: each read may hold a whole request
+            writer.write(post(f"/one{i}", len(payload)) + payload)
+            status, _, answer = await asyncio.wait_for(read_response(reader), 5)
+            assert (status, answer) == (200, payload)
+        writer.write(b"".join(post(f"/p{i}", len(p)) + p for i, p in enumerate(payloads)))
+        for payload in payloads:  # pipelined: reads hold a body's end and the next head
+            status, _, answer = await asyncio.wait_for(read_response(reader), 5)
+            assert (status, answer) == (200, payload)
+        writer.close()
+
+    run(body, max_url_bytes=1024, max_header_bytes=4096, max_header_line_bytes=4096)
+
+
 # -- timeouts: 408 -----------------------------------------------------------------------
 
 

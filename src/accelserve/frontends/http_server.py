@@ -182,7 +182,10 @@ class _Connection(asyncio.Protocol):
         # The message being received.
         self.receiving = False
         self.head_done = False  # its headers are complete: the body is being received
-        self.head_raw = 0  # head bytes fed to the parser with no callback completing it
+        # Bytes of the head being received, counted by whole reads that fell inside it (the
+        # parser holds an unfinished header line, unseen by the callbacks, until it ends).
+        self.head_raw = 0
+        self.began = False  # a message began during the current read
         self.url = b""
         self.headers: Headers = []
         self.head_bytes = 0
@@ -223,7 +226,8 @@ class _Connection(asyncio.Protocol):
         if self.broken:
             return  # the parser stopped at an error; the connection closes after answering
         self.last_active = self.clock()
-        in_head = not self.head_done
+        in_head = self.receiving and not self.head_done
+        self.began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -237,7 +241,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
         else:
-            if in_head and not self.head_done and not self.broken:
+            # Only a read wholly inside one head is counted: one that began it may hold the end
+            # of the message before (a body), and is at most one read of the head uncounted.
+            if in_head and not self.began and not self.head_done and not self.broken:
                 self.head_raw += len(data)
                 if self.head_raw > self.server._head_guard:
                     status = 414 if len(self.url) > self.limits.max_url_bytes else 431
@@ -269,6 +275,7 @@ class _Connection(asyncio.Protocol):
             self.kept_idle = False
             self.head_since = self.clock()
         self.receiving = True
+        self.began = True
         self.head_done = False
         self.head_raw = 0
         self.url = b""
@@ -284,7 +291,6 @@ class _Connection(asyncio.Protocol):
             raise _refusal(self.limits, self.url, [], 0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_raw = 0  # the parser has handed over what it held
         headers = self.headers
         headers.append((name.lower(), value))
         size = len(name) + len(value)
@@ -299,7 +305,6 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_done = True
-        self.head_raw = 0
         self.method = self.parser.get_method().decode("ascii")
         limit = self.server.max_body_bytes
         expect_continue = False
