@@ -263,6 +263,26 @@ def test_bodies_in_flight_past_the_bound_are_503_and_the_connection_stays_usable
     run(body, gate, max_body_in_flight_bytes=1_100_000)
 
 
+def test_a_client_expecting_100_continue_is_refused_before_it_sends_its_body() -> None:
+    gate = SlowGate()
+
+    async def body(server: HttpServer, clock: FakeClock) -> None:
+        held_r, held_w = await connect(server)
+        held_w.write(post("/slow", 600_000) + b"x" * 600_000)
+        await gate.entered.wait()
+        reader, writer = await connect(server)
+        writer.write(post("/waits", 600_000, "Expect: 100-continue\r\n"))  # head only
+        headers, message = await refused(reader, 503)
+        assert headers["retry-after"] == "1" and message.startswith(b"server busy")
+        gate.release.set()
+        assert (await read_response(held_r))[0] == 200
+        assert server.bodies.held == 0
+        writer.close()
+        held_w.close()
+
+    run(body, gate, max_body_in_flight_bytes=1_100_000)
+
+
 def test_a_client_gone_mid_body_frees_its_share() -> None:
     async def body(server: HttpServer, clock: FakeClock) -> None:
         _, writer = await connect(server)

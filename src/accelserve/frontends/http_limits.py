@@ -14,7 +14,8 @@ standard refusal instead of served, so that one client can never take another's 
   over ``max_body_in_flight_bytes`` across the server: 503 with ``Retry-After``, decided from
   Content-Length before any of the body is read; the body is then read and dropped, so the
   client sees the answer (closing with unread data would reset the connection under it) and
-  its connection stays usable;
+  its connection stays usable; a client that sent ``Expect: 100-continue`` is answered at
+  once instead, and the connection closed;
 - a kept-alive connection idle for ``keep_alive_s``: closed.
 
 Every timeout is measured with the server's injectable clock and checked by its sweep.

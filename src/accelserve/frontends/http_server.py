@@ -329,7 +329,9 @@ class _Connection(asyncio.Protocol):
             if self.refusal is None:
                 self.reserved = length
         if self.refusal is not None:
-            return  # no 100 Continue: the body, if sent anyway, is read and dropped
+            if expect_continue:  # the client waits to send its body: answer now, then close
+                raise self.refusal
+            return  # the body is read and dropped, then the refusal answered
         if expect_continue and self.transport is not None:
             self.transport.write(_CONTINUE)
 
