@@ -69,6 +69,7 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         settings.max_body_bytes,
         settings.http_limits,
         on_response=busy_poll.touch,
+        on_refused=dataplane.record_refused,
     )
     await http.start(settings.host, settings.http_port)
     log.info("HTTP on http://%s:%d", settings.host, http.port)

@@ -102,12 +102,23 @@ def served(server: ServerProcess) -> None:
 def test_oversized_heads_are_refused(
     limited: ServerProcess, request_bytes: bytes, status: int, message: str
 ) -> None:
+    before = refused_count(limited)
     conn = Conn(limited)
     send_all(conn, request_bytes)
     _, body = refused(conn, status)
     assert re.match(message, body["error"]), body  # a head read whole or cut short
     conn.close()
     served(limited)
+    assert refused_count(limited) == before + 1  # counted, though it named no model
+
+
+def refused_count(server: ServerProcess) -> float:
+    """The server-wide count of requests rejected before naming a model, from /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).text
+    sample = 'accelserve_inference_request_failure_no_model{reason="REJECTED"}'
+    lines = [line for line in text.splitlines() if line.startswith(sample)]
+    assert lines, text
+    return float(lines[0].split()[-1])
 
 
 def test_slow_header_client_is_closed_while_others_are_served(limited: ServerProcess) -> None:

@@ -96,6 +96,7 @@ class HttpServer:
         max_body_bytes: int,
         limits: HttpLimits | None = None,
         on_response: Callable[[], None] | None = None,
+        on_refused: Callable[[int], None] | None = None,
         keep_alive_header: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -115,6 +116,9 @@ class HttpServer:
         self.admitted = 0  # connections within max_connections
         self._head_guard = limits.max_url_bytes + limits.max_header_bytes + _HEAD_SLACK
         self.on_response = on_response  # called after each response is written (busy polling)
+        # called with the status of each request refused before it reached the handler (a
+        # malformed message, a head too large or too slow, a connection or body cap): counted
+        self.on_refused = on_refused
         # Responses that keep the connection say so when asked (HTTP/1.1 needs no header for
         # it, and the hot path saves the bytes); a closing one always says "close".
         self.keep_alive_tail = (
@@ -382,6 +386,8 @@ class _Connection(asyncio.Protocol):
         while True:
             if error is not None:
                 response = server.render_error(*error)
+                if server.on_refused is not None:
+                    server.on_refused(error[0])
                 if error[0] == 503:  # load, not a fault: say when to come back
                     response = response[0], [*response[1], RETRY_AFTER], response[2]
             else:
