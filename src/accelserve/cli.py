@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US
+from accelserve.frontends.http_limits import DEFAULT_MAX_QUEUE_SIZE, HELP, HttpLimits
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help text)
 TOOLS: dict[str, tuple[str, str]] = {
@@ -51,6 +52,22 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_WINDOW_US,
         help="keep polling sockets this long after a response instead of sleeping: lower "
         f"latency at low load for some CPU (default {DEFAULT_WINDOW_US}; 0 disables)",
+    )
+    for name, help_text in HELP.items():  # --http-max-url-bytes ... (frontends/http_limits.py)
+        default = getattr(HttpLimits(), name)
+        serve.add_argument(
+            f"--http-{name.replace('_', '-')}",
+            dest=f"http_{name}",
+            type=type(default),
+            default=default,
+            help=f"{help_text} (default {default})",
+        )
+    serve.add_argument(
+        "--default-max-queue-size",
+        type=int,
+        default=DEFAULT_MAX_QUEUE_SIZE,
+        help="queued requests per model where its config sets no max_queue_size; beyond: 503 "
+        f"with Retry-After (gRPC UNAVAILABLE); 0 unbounded (default {DEFAULT_MAX_QUEUE_SIZE})",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
@@ -94,6 +111,19 @@ def _serve(args: argparse.Namespace) -> int:
     from accelserve.errors import AccelServeError
     from accelserve.server import ServerSettings, run
 
+    try:
+        limits = HttpLimits(**{name: getattr(args, f"http_{name}") for name in HELP})
+    except ValueError as exc:  # "<field>: expected ...": name the option as typed
+        name, _, reason = str(exc).partition(":")
+        print(f"accelserve serve: --http-{name.replace('_', '-')}:{reason}", file=sys.stderr)
+        return 2
+    if args.default_max_queue_size < 0:
+        print(
+            "accelserve serve: --default-max-queue-size: expected >= 0 (0: unbounded); "
+            f"received {args.default_max_queue_size}",
+            file=sys.stderr,
+        )
+        return 2
     settings = ServerSettings(
         model_repository=args.model_repository,
         host=args.host,
@@ -104,6 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
         model_control_mode=args.model_control_mode,
         api_key=args.api_key,
         max_body_bytes=args.max_body_bytes,
+        http_limits=limits,
+        default_max_queue_size=args.default_max_queue_size,
         busy_poll_us=args.busy_poll_us,
         log_level=args.log_level,
     )

@@ -9,7 +9,8 @@ Every failed inference request is counted under one of Triton's failure reasons
 model (the runner counts what fails from its admission on, this module what fails before it,
 and the frontends report their decoding failures through ``record_failure``); otherwise (an
 invalid or unknown model name or version, a model that is not READY, a message that names no
-model) in the server-wide ``failures_without_model``, which /metrics exports as
+model, a request the HTTP server refused before routing it) in the server-wide
+``failures_without_model``, which /metrics exports as
 ``accelserve_inference_request_failure_no_model``.
 """
 
@@ -173,6 +174,13 @@ class DataPlane:
             self._count_without_model(exc)
             return
         stats.record_failure(failure_reason(exc), 0)
+
+    def record_refused(self, status: int) -> None:
+        """Count a request the HTTP server refused before any route saw it (malformed, a head
+        too large or too slow, a connection or body cap): no model is named, so server-wide;
+        REJECTED, or OTHER for the server's own fault."""
+        reason = "OTHER" if status >= 500 and status != 503 else "REJECTED"
+        self.failures_without_model[reason] = self.failures_without_model.get(reason, 0) + 1
 
     def _count_without_model(self, exc: BaseException) -> None:
         reason = failure_reason(exc)

@@ -14,7 +14,9 @@ class ErrorCode(StrEnum):
     INVALID_ARGUMENT = "invalid_argument"  # HTTP 400, gRPC INVALID_ARGUMENT
     NOT_FOUND = "not_found"  # HTTP 404, gRPC NOT_FOUND
     UNAVAILABLE = "unavailable"  # HTTP 503, gRPC UNAVAILABLE
-    RESOURCE_EXHAUSTED = "resource_exhausted"  # HTTP 503 (queue full), gRPC RESOURCE_EXHAUSTED
+    RESOURCE_EXHAUSTED = (
+        "resource_exhausted"  # HTTP 503 + Retry-After (queue full), gRPC UNAVAILABLE
+    )
     TOO_LARGE = "too_large"  # HTTP 413, gRPC RESOURCE_EXHAUSTED
     UNAUTHENTICATED = "unauthenticated"  # HTTP 401, gRPC UNAUTHENTICATED
     PERMISSION_DENIED = "permission_denied"  # HTTP 403, gRPC PERMISSION_DENIED

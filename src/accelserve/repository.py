@@ -58,6 +58,7 @@ class ModelRepository:
         root: str | Path,
         default_device: str = "auto",
         activity: CoreActivity | None = None,
+        default_max_queue_size: int = 0,
     ) -> None:
         from accelserve.scheduling.activity import CoreActivity
 
@@ -69,6 +70,8 @@ class ModelRepository:
         self._locks: dict[str, asyncio.Lock] = {}
         # Shared by every model instance; the server's busy polling reads it.
         self.activity = CoreActivity() if activity is None else activity
+        # Queue bound of models whose config sets no max_queue_size (0: unbounded).
+        self.default_max_queue_size = default_max_queue_size
 
     def scan(self) -> list[str]:
         """Names of the model directories in the repository."""
@@ -346,7 +349,13 @@ async def _load_backend_versions(
                 for n, b in zip(names, backends, strict=True)
             ]
             runner: Runner = (
-                Scheduler(config.name, policy, instances, stats)
+                Scheduler(
+                    config.name,
+                    policy,
+                    instances,
+                    stats,
+                    default_max_queue_size=repository.default_max_queue_size,
+                )
                 if sequences is None
                 else SequenceBatcher(config.name, sequences, instances, stats)
             )

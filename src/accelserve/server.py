@@ -10,12 +10,13 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from accelserve.dataplane import DataPlane
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US, BusyPoll
 from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
+from accelserve.frontends.http_limits import DEFAULT_MAX_QUEUE_SIZE, HttpLimits
 from accelserve.frontends.http_server import HttpServer
 from accelserve.repository import ModelRepository
 from accelserve.scheduling.activity import CoreActivity
@@ -34,6 +35,9 @@ class ServerSettings:
     model_control_mode: str = "none"  # "none" or "explicit"
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # frontends/http_limits.py
+    # Queued requests per model (and priority level) where its config sets no max_queue_size.
+    default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     busy_poll_us: int = DEFAULT_WINDOW_US  # frontends/busy_poll.py; 0 disables
     log_level: str = "info"
 
@@ -47,7 +51,10 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     busy_poll = BusyPoll(asyncio.get_running_loop(), settings.busy_poll_us, activity.busy)
     api_key = settings.api_key or os.environ.get("ACCELSERVE_API_KEY") or None
     repository = ModelRepository(
-        settings.model_repository, default_device=settings.device, activity=activity
+        settings.model_repository,
+        default_device=settings.device,
+        activity=activity,
+        default_max_queue_size=settings.default_max_queue_size,
     )
     dataplane = DataPlane(
         repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
@@ -60,8 +67,9 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
         frontend.handle,
         render_error,
         settings.max_body_bytes,
-        keep_alive_s=60,
+        settings.http_limits,
         on_response=busy_poll.touch,
+        on_refused=dataplane.record_refused,
     )
     await http.start(settings.host, settings.http_port)
     log.info("HTTP on http://%s:%d", settings.host, http.port)

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from accelserve.frontends.http_limits import HttpLimits
 from accelserve.frontends.http_server import Handler, HttpServer, Request, Response
 
 uvloop = pytest.importorskip("uvloop")
@@ -62,12 +63,13 @@ async def start(
     keep_alive_s: float = 60.0,
     clock: FakeClock | None = None,
     keep_alive_header: bool = False,
+    limits: HttpLimits | None = None,
 ) -> HttpServer:
     server = HttpServer(
         make_handler(gate),
         render_error,
         max_body_bytes=1 << 20,
-        keep_alive_s=keep_alive_s,
+        limits=limits or HttpLimits(keep_alive_s=keep_alive_s),
         keep_alive_header=keep_alive_header,
         clock=clock or FakeClock(),  # idle time moves only when a test moves it
     )
@@ -189,4 +191,4 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="max_body_bytes"):
         HttpServer(make_handler(), render_error, max_body_bytes=0)
     with pytest.raises(ValueError, match="keep_alive_s"):
-        HttpServer(make_handler(), render_error, max_body_bytes=1, keep_alive_s=0)
+        HttpLimits(keep_alive_s=0)

@@ -8,6 +8,7 @@ table holds ``grpc.StatusCode`` member names, which ``frontends.grpc`` resolves 
 from __future__ import annotations
 
 from accelserve.errors import AccelServeError, ErrorCode, InvalidArgumentError
+from accelserve.frontends.http_limits import RETRY_AFTER
 
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_ARGUMENT: 400,
@@ -23,7 +24,9 @@ GRPC_STATUS: dict[ErrorCode, str] = {  # grpc.StatusCode member names
     ErrorCode.INVALID_ARGUMENT: "INVALID_ARGUMENT",
     ErrorCode.NOT_FOUND: "NOT_FOUND",
     ErrorCode.UNAVAILABLE: "UNAVAILABLE",
-    ErrorCode.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    # Queue full: the server is overloaded for now, UNAVAILABLE as Triton answers (a client
+    # retries UNAVAILABLE; RESOURCE_EXHAUSTED reads as a quota that will not pass).
+    ErrorCode.RESOURCE_EXHAUSTED: "UNAVAILABLE",
     ErrorCode.TOO_LARGE: "RESOURCE_EXHAUSTED",
     ErrorCode.UNAUTHENTICATED: "UNAUTHENTICATED",
     ErrorCode.PERMISSION_DENIED: "PERMISSION_DENIED",
@@ -63,9 +66,12 @@ def bearer_token(value: str | bytes | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def error_headers(exc: BaseException) -> list[tuple[bytes, bytes]]:
-    """The headers an error's HTTP answer must carry: a 405's ``Allow``, else none."""
-    return exc.allow_header() if isinstance(exc, MethodNotAllowedError) else []
+def error_headers(exc: AccelServeError) -> list[tuple[bytes, bytes]]:
+    """The headers an error's HTTP answer must carry: a 405's ``Allow``; a 503's
+    ``Retry-After`` (overloaded or not ready: a state that passes, so say when to retry)."""
+    if isinstance(exc, MethodNotAllowedError):
+        return exc.allow_header()
+    return [RETRY_AFTER] if http_status(exc) == 503 else []
 
 
 def expect_method(method: str, allowed: str | tuple[str, ...], path: str) -> None:

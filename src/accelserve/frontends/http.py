@@ -20,12 +20,7 @@ from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
-from accelserve.frontends.errors import (
-    bearer_token,
-    error_headers,
-    expect_method,
-    http_status,
-)
+from accelserve.frontends.errors import bearer_token, error_headers, expect_method, http_status
 from accelserve.frontends.http_server import Headers, Request, Response
 
 log = logging.getLogger("accelserve.http")

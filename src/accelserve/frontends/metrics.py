@@ -17,7 +17,8 @@ Per model version (labels ``model``, ``version``), as Triton names them:
 - gauge ``nv_inference_pending_request_count``;
 - server-wide (no model label), counter ``accelserve_inference_request_failure_no_model`` (label
   ``reason``): failed inference requests that named no READY model (an invalid or unknown model
-  name or version, a model not READY, a gRPC message that does not parse), which Triton does not
+  name or version, a model not READY, a gRPC message that does not parse, an HTTP request
+  refused before routing: malformed, head too large or too slow, a connection or body cap), which Triton does not
   count anywhere; per-model failures include requests rejected before they reached the model;
 - histograms in milliseconds: ``nv_inference_first_response_histogram_ms`` (Triton's name; for
   a non-decoupled model the first response is the response, so this is request latency),

@@ -32,6 +32,7 @@ from accelserve.frontends.errors import (
     expect_method,
     http_status,
 )
+from accelserve.frontends.http_limits import RETRY_AFTER
 from accelserve.services.embeddings import (
     ContextLengthError,
     EmbeddingInputError,
@@ -77,7 +78,10 @@ class OpenAIError(Exception):
                 "code": self.code,
             }
         }
-        return self.status, JSON + self.headers, orjson.dumps(body)
+        headers = JSON + self.headers
+        if self.status == 503:  # overloaded or not ready: a state that passes, so say when
+            headers = [*headers, RETRY_AFTER]
+        return self.status, headers, orjson.dumps(body)
 
 
 def _bad(message: str, param: str | None = "input", code: str | None = None) -> OpenAIError:

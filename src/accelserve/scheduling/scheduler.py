@@ -67,6 +67,7 @@ class Scheduler:
         instances: Sequence[ModelInstance[Any]],
         stats: ModelStats,
         clock: Clock | None = None,
+        default_max_queue_size: int = 0,
     ) -> None:
         if not instances:
             raise ConfigError(
@@ -93,6 +94,18 @@ class Scheduler:
         self._queue_policies = [policy.queue_policy(level + 1) for level in range(levels)]
         rejects = [qp.timeout_action == "REJECT" for qp in self._queue_policies]
         self._queues = LevelQueues(levels, rejects)
+        if default_max_queue_size < 0:
+            raise ConfigError(
+                f"default max queue size: expected >= 0 (0: unbounded); "
+                f"received {default_max_queue_size}"
+            )
+        # Per level: the config's max_queue_size, else the server's default (0: unbounded).
+        self._queue_limits = [
+            (qp.max_queue_size, "max_queue_size")
+            if qp.max_queue_size
+            else (default_max_queue_size, "the server's --default-max-queue-size")
+            for qp in self._queue_policies
+        ]
         self._answers = Answers(stats, policy.dynamic and policy.preserve_ordering)
         # A failed batch of several requests is run again in parts (isolation); only dynamic
         # batches hold several requests, and they carry no state from call to call.
@@ -144,13 +157,12 @@ class Scheduler:
         level = self._level_of(request.priority)
         inputs = request.inputs
         qp = self._queue_policies[level]
-        if self._dynamic:
-            limit = qp.max_queue_size
-            if limit and self._queues.sizes[level] >= limit:
-                raise QueueFullError(
-                    f"Exceeds maximum queue size: model '{self.model_name}' already has {limit} "
-                    f"queued requests at priority level {level + 1} (max_queue_size {limit})"
-                )
+        limit, source = self._queue_limits[level]
+        if limit and self._queues.sizes[level] >= limit:
+            raise QueueFullError(
+                f"Exceeds maximum queue size: model '{self.model_name}' already has {limit} "
+                f"queued requests at priority level {level + 1} ({source} {limit}); retry later"
+            )
         seq = self._seq
         length = 0
         if seq is not None:

@@ -61,3 +61,12 @@ def test_expect_method() -> None:
     assert info.value.message == "method POST is not allowed on /v2/health/live; expected GET"
     with pytest.raises(MethodNotAllowedError, match=r"expected GET or HEAD$"):
         expect_method("PUT", ("GET", "HEAD"), "/metrics")
+
+
+def test_openai_errors_carry_retry_after_on_503_only() -> None:
+    from accelserve.frontends.openai import OpenAIError
+
+    status, headers, _ = OpenAIError(503, "busy", None, None, "server_error").response()
+    assert status == 503 and (b"retry-after", b"1") in headers
+    status, headers, _ = OpenAIError(400, "bad").response()
+    assert status == 400 and all(name != b"retry-after" for name, _ in headers)

@@ -222,7 +222,7 @@ def test_model_infer_validates_before_the_runner() -> None:
         (PermissionDeniedError("no"), Status.PERMISSION_DENIED),
         (ModelNotFoundError("gone"), Status.NOT_FOUND),
         (PayloadTooLargeError("too big"), Status.RESOURCE_EXHAUSTED),
-        (QueueFullError("queue full"), Status.RESOURCE_EXHAUSTED),
+        (QueueFullError("queue full"), Status.UNAVAILABLE),
         (QueueTimeoutError("waited"), Status.UNAVAILABLE),
         (UnavailableError("later"), Status.UNAVAILABLE),
         (ModelExecutionError("backend failed"), Status.INTERNAL),

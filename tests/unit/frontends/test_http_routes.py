@@ -272,10 +272,13 @@ def test_bad_infer_requests_are_400(body: Any, headers: Headers, needle: str) ->
 def test_runner_errors_map_to_status(error: AccelServeError, status: int) -> None:
     dataplane = simple_dataplane()
     runner_of(dataplane).error = error
-    code, body = call_json(
+    code, headers, payload = call(
         "POST", "/v2/models/simple/infer", infer_body(), frontend=HttpFrontend(dataplane)
     )
-    assert (code, body) == (status, {"error": error.message})
+    assert (code, json.loads(payload)) == (status, {"error": error.message})
+    assert headers[b"content-type"] == b"application/json"
+    # A 503 (overload, not ready) tells the client when to come back; no other status does.
+    assert headers.get(b"retry-after") == (b"1" if status == 503 else None)
 
 
 def test_unexpected_errors_are_500_without_details() -> None:

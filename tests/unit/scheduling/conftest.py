@@ -14,13 +14,26 @@ from accelserve.stats import ModelStats
 
 @pytest.fixture
 def build() -> Iterator[Build]:
-    """``build(policy, *backends, clock=None)`` -> Scheduler over one instance per backend."""
+    """``build(policy, *backends, clock=None, default_max_queue_size=0)`` -> Scheduler over one instance per backend."""
     made: list[ModelInstance[Backend]] = []
 
-    def make(policy: BatchingPolicy, *backends: Backend, clock: Clock | None = None) -> Scheduler:
+    def make(
+        policy: BatchingPolicy,
+        *backends: Backend,
+        clock: Clock | None = None,
+        default_max_queue_size: int = 0,
+    ) -> Scheduler:
         instances = [ModelInstance(f"m_{i}", b) for i, b in enumerate(backends)]
         made.extend(instances)
-        return Scheduler("m", policy, instances, ModelStats("m", "1"), clock=clock)
+        stats = ModelStats("m", "1")
+        return Scheduler(
+            "m",
+            policy,
+            instances,
+            stats,
+            clock=clock,
+            default_max_queue_size=default_max_queue_size,
+        )
 
     yield make
     for instance in made:

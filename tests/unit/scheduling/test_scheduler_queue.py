@@ -45,6 +45,42 @@ def test_full_queue_rejects_at_once(build: Build) -> None:
     assert sched.stats.inference_count == 3
 
 
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (dynamic(1), "the server's --default-max-queue-size 2"),
+        (BatchingPolicy(max_batch_size=1), "the server's --default-max-queue-size 2"),
+        (BatchingPolicy(max_batch_size=0), "the server's --default-max-queue-size 2"),
+        (dynamic(1, default_queue_policy=QueuePolicy(max_queue_size=3)), "max_queue_size 3"),
+    ],
+    ids=["dynamic", "not-dynamic", "not-batching", "config-overrides"],
+)
+def test_server_default_queue_bound(build: Build, policy: BatchingPolicy, expected: str) -> None:
+    """Every model's queue is bounded by the server's default unless its config sets its own."""
+    gate = threading.Event()
+    backend = Doubler(gate=gate)
+    sched = build(policy, backend, default_max_queue_size=2)
+    limit = int(expected.rsplit(" ", 1)[1])
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(sched.infer(request(0)))]
+        await until(backend.entered.is_set)  # 0 is on the instance
+        await settle()
+        # A model without batching is handed one more request while it runs one (depth 2).
+        while len(tasks) < 1 + limit + (0 if policy.dynamic else 1):
+            tasks.append(asyncio.ensure_future(sched.infer(request(len(tasks)))))
+            await settle()
+        with pytest.raises(QueueFullError) as info:  # at once: the instance is still held
+            await sched.infer(request(99))
+        assert f"({expected})" in str(info.value)
+        gate.set()
+        for i, task in enumerate(tasks):
+            check(await task, i)
+
+    asyncio.run(main())
+    assert sched.stats.fail_reasons == {"REJECTED": 1}
+
+
 def test_queue_size_limit_is_per_priority_level(build: Build) -> None:
     policy = dynamic(
         1,
