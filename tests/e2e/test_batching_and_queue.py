@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from tests.conftest import ServerProcess
 
 SLOW_MODEL = """
 import time
+from collections.abc import Callable
 import numpy as np
 
 class Model:
@@ -71,7 +73,7 @@ def queue_server(tmp_path_factory: pytest.TempPathFactory):
         ),
         # two priority levels, batch of one at a time so the order is visible
         "priorities": (
-            0.3,
+            0.6,  # long enough for the five requests behind the blocker to queue
             "dynamic_batching { preferred_batch_size: [1] priority_levels: 2 default_priority_level: 2 }",
         ),
     }
@@ -158,17 +160,31 @@ def test_queue_timeout_rejects(queue_server) -> None:
     assert waited < 0.55  # rejected when its 200 ms expired, not when the first batch ended
 
 
+def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.01)
+
+
+def _pending(server: ServerProcess, model: str) -> int:
+    """Requests the server holds for ``model`` (queued or running), from its /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).text
+    sample = f'nv_inference_pending_request_count{{model="{model}",version="1"}}'
+    return sum(int(float(ln.split()[-1])) for ln in text.splitlines() if ln.startswith(sample))
+
+
 def test_priority_order(queue_server) -> None:
     server, logs = queue_server
     log = logs["priorities"]
     log.write_text("")
     with cf.ThreadPoolExecutor(8) as pool:
         blocker = pool.submit(_infer, server.base, "priorities", 100.0)
-        time.sleep(0.1)  # the blocker runs; the next ones queue behind it
+        _until(lambda: log.read_text().strip() == "100")  # the blocker runs; the rest queue
         low = [
             pool.submit(_infer, server.base, "priorities", 10.0 + i, priority=2) for i in range(3)
         ]
-        time.sleep(0.05)
+        _until(lambda: _pending(server, "priorities") == 4)  # the low ones wait behind it
         high = [
             pool.submit(_infer, server.base, "priorities", 20.0 + i, priority=1) for i in range(2)
         ]
