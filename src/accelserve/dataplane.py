@@ -32,6 +32,7 @@ from accelserve.errors import (
 )
 from accelserve.model import READY, ModelRecord, ModelVersion
 from accelserve.names import check_model_name
+from accelserve.shared_memory import SharedMemoryRegistry
 from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest, InferResponse
 from accelserve.validation import prepare_inputs
@@ -44,6 +45,7 @@ EXTENSIONS = [
     "parameters",
     "schedule_policy",
     "statistics",
+    "system_shared_memory",
 ]
 
 
@@ -83,6 +85,8 @@ class DataPlane:
         self.stopping = False
         # reason -> failed inference requests that named no READY model (see the module doc)
         self.failures_without_model: dict[str, int] = {}
+        # the regions clients registered (Triton's shared-memory extension), for every frontend
+        self.shared_memory = SharedMemoryRegistry()
 
     # -- health and metadata -------------------------------------------------------------------
 

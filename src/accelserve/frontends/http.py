@@ -18,6 +18,7 @@ from typing import Any
 from accelserve.codecs.v2 import DecodedRequest, describe
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.codecs.v2_http_json import decode_json, encode_json
+from accelserve.codecs.v2_shared_memory import read_shared_inputs, write_shared_outputs
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
 from accelserve.frontends.errors import (
@@ -27,6 +28,8 @@ from accelserve.frontends.errors import (
     http_status,
 )
 from accelserve.frontends.http_server import Headers, Request, Response
+from accelserve.frontends.http_shared_memory import KINDS as SHARED_MEMORY_KINDS
+from accelserve.frontends.http_shared_memory import shared_memory_route
 
 log = logging.getLogger("accelserve.http")
 
@@ -59,6 +62,9 @@ class HttpFrontend:
         method, path = request.method, request.path
         parts = path.strip("/").split("/")
         if parts[0] == "v2":
+            if len(parts) >= 3 and parts[1] in SHARED_MEMORY_KINDS:
+                registry = self.dataplane.shared_memory
+                return shared_memory_route(registry, method, parts, request.body)
             if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
                 return await self._model_route(method, parts, request)
             return await self._server_route(method, parts, request)
@@ -96,12 +102,17 @@ class HttpFrontend:
         return _json(dp.statistics(name, version))
 
     async def _infer(self, name: str, version: str, request: Request) -> Response:
+        registry = self.dataplane.shared_memory
         try:
             decoded = _decode(request)
+            if decoded.shared_inputs:
+                read_shared_inputs(decoded, registry)
         except AccelServeError as exc:
             self.dataplane.record_failure(name, version, exc)  # counted like any failure
             raise
         response = await self.dataplane.infer(name, version, decoded)
+        if any(r.shared is not None for r in decoded.outputs):
+            write_shared_outputs(name, response.outputs, decoded.outputs, registry)
         payload, json_length = encode_response(
             response.model_name,
             response.model_version,
