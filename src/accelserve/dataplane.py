@@ -30,6 +30,7 @@ from accelserve.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from accelserve.load_overrides import LoadOverride, parse_load_parameters
 from accelserve.model import READY, ModelRecord, ModelVersion
 from accelserve.names import check_model_name
 from accelserve.shared_memory import SharedMemoryRegistry
@@ -63,7 +64,7 @@ class ModelRegistry(Protocol):
 
     def index(self) -> list[dict[str, str]]: ...
 
-    async def load(self, name: str) -> ModelRecord: ...
+    async def load(self, name: str, override: LoadOverride | None = None) -> ModelRecord: ...
 
     async def unload(self, name: str) -> None: ...
 
@@ -228,11 +229,19 @@ class DataPlane:
         if not hmac.compare_digest(api_key.encode(), self.api_key.encode()):
             raise UnauthenticatedError("the API key is not valid")
 
-    async def load_model(self, name: str, api_key: str | None) -> None:
+    async def load_model(
+        self, name: str, api_key: str | None, parameters: Mapping[str, object] | None = None
+    ) -> None:
+        """Load (or reload) a model; ``parameters`` are Triton's load parameters (a ``config``
+        override, ``file:<version>/<name>`` contents as bytes: ``load_overrides``)."""
         self.authorize_control(api_key)
         check_model_name(name)
+        override = parse_load_parameters(name, parameters) if parameters else None
         # Shielded: a client that goes away mid-load cancels its request, never the load.
-        record = await asyncio.shield(self.repository.load(name))
+        load = (
+            self.repository.load(name) if override is None else self.repository.load(name, override)
+        )
+        record = await asyncio.shield(load)
         if record.state != READY:
             raise InvalidArgumentError(f"failed to load '{name}': {record.reason}")
 

@@ -431,7 +431,9 @@ def test_model_control_is_off_by_default(client: grpcclient.InferenceServerClien
 def test_model_control_needs_the_key(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     copy_example("simple", repository)
-    process = ServerProcess(repository, "--model-control-mode", "explicit", "--api-key", KEY)
+    process = ServerProcess(
+        repository, "--model-control-mode", "explicit", "--load-model", "*", "--api-key", KEY
+    )
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{process.grpc_port}")
         for headers, details in (
@@ -448,10 +450,9 @@ def test_model_control_needs_the_key(tmp_path: Path) -> None:
         assert not client.is_model_ready("simple")
         index = client.get_model_repository_index(as_json=True)["models"]
         assert index == [{"name": "simple", "state": "UNAVAILABLE", "reason": "unloaded"}]
-        with pytest.raises(InferenceServerException) as info:
-            client.load_model("simple", headers=good, config='{"max_batch_size": 2}')
-        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
-        assert "parameters (config) are not supported" in info.value.message()
+        # a config override (Triton's JSON form; the rest completed from the model file)
+        client.load_model("simple", headers=good, config='{"max_batch_size": 2}')
+        assert client.get_model_config("simple").config.max_batch_size == 2
         client.load_model("simple", headers=good)
         assert client.is_model_ready("simple")
         with pytest.raises(InferenceServerException) as info:

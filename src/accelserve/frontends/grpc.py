@@ -195,8 +195,11 @@ class GrpcFrontend:
     ) -> Message:
         key = _bearer(context)
         self.dataplane.authorize_control(key)  # before anything else is looked at
-        _no_parameters(request, "load")
-        await self.dataplane.load_model(request.model_name, key)
+        parameters = {
+            name: getattr(value, value.WhichOneof("parameter_choice") or "bytes_param")
+            for name, value in request.parameters.items()
+        }
+        await self.dataplane.load_model(request.model_name, key, parameters)
         return pb.RepositoryModelLoadResponse()
 
     async def repository_unload(
@@ -241,11 +244,7 @@ def _bearer(context: Context) -> str | None:
     return None
 
 
-def _no_parameters(
-    request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest, action: str
-) -> None:
-    # Triton's load can override the config or upload files; accelserve loads from the
-    # repository only, and says so rather than ignoring what the caller asked for.
+def _no_parameters(request: pb.RepositoryModelUnloadRequest, action: str) -> None:
     # tritonclient always sends unload_dependents (false by default): accelserve never
     # unloads other models, which is what false asks for.
     params = request.parameters

@@ -9,6 +9,8 @@ goes through orjson (codecs.v2_http_json): 8x faster than the standard library o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -161,12 +163,40 @@ class HttpFrontend:
             expect_method(method, "POST", route)
             key = bearer_token(request.header(b"authorization"))
             if parts[4] == "load":
-                await dp.load_model(parts[3], key)
+                dp.authorize_control(key)  # before the body is looked at
+                await dp.load_model(parts[3], key, _load_parameters(parts[3], request.body))
                 return 200, JSON, b"{}"
             if parts[4] == "unload":
                 await dp.unload_model(parts[3], key)
                 return 200, JSON, b"{}"
         raise ModelNotFoundError(f"no route for {method} {route}")
+
+
+def _load_parameters(name: str, body: bytes) -> dict[str, object]:
+    """A load request's parameters, with the file overrides' base64 text as bytes."""
+    options = _json_object(body) if body.strip() else {}
+    parameters = options.get("parameters", {})
+    if type(parameters) is not dict:
+        raise InvalidArgumentError(
+            f"failed to load '{name}': 'parameters': expected an object; received "
+            f"{describe(parameters)}"
+        )
+    return {
+        key: _base64(name, key, value) if key.startswith("file:") else value
+        for key, value in parameters.items()
+    }
+
+
+def _base64(name: str, key: str, value: object) -> bytes:
+    try:
+        if type(value) is not str:
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise InvalidArgumentError(
+            f"failed to load '{name}': file override '{key}': expected the file's content "
+            f"as base64 text; received {describe(value)}"
+        ) from None
 
 
 def _decode(request: Request) -> DecodedRequest:
