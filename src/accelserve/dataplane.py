@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from accelserve.classification import classify, requested_classes
 from accelserve.config import config_to_json
 from accelserve.errors import (
     AccelServeError,
@@ -166,6 +167,12 @@ class DataPlane:
         outputs = await model.runner.infer(request)  # counts its own failures
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
+            classes = requested_classes(request.outputs)
+            if classes:  # Triton's classification extension: top-k "value:index:label"
+                batched = model.config.max_batch_size > 0
+                for name, k in classes.items():
+                    labels = model.labels.get(name, [])
+                    outputs[name] = classify(name, outputs[name], k, labels, batched)
         return InferResponse(name, model.version, outputs, request.id)
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelserve.backends import FILE_PLATFORMS, backend_class
 from accelserve.backends.base import Backend
+from accelserve.classification import read_labels
 from accelserve.config import (
     complete_config,
     input_specs,
@@ -342,6 +343,7 @@ async def _load_backend_versions(
     from accelserve.validation import value_checks
 
     devices = instance_devices(config, default_device)
+    labels = read_labels(model_dir, config)
     versions: dict[str, ModelVersion] = {}
     try:
         for version in select_versions(model_dir, config):
@@ -376,6 +378,7 @@ async def _load_backend_versions(
                 runner=Scheduler(config.name, policy, instances, stats),
                 stats=stats,
                 instances=instances,
+                labels=labels,
             )
     except BaseException:
         for loaded in versions.values():

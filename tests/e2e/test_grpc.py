@@ -392,7 +392,7 @@ def test_typed_contents_checks(channel: grpc.Channel) -> None:
     error = _error(channel, "ModelInfer", request)
     assert "'shared_memory_byte_size': expected a non-negative integer" in error.details()
     request = _good_request()
-    request.outputs.add(name="OUTPUT0").parameters["classification"].int64_param = 2
+    request.outputs.add(name="OUTPUT0").parameters["classification"].string_param = "2"
     error = _error(channel, "ModelInfer", request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "classification" in error.details()
 

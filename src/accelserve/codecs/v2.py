@@ -50,18 +50,25 @@ class RequestedOutput(str):
     data plane's list of output names as it is, with no second list per request. It equals a
     plain str of its name, and another ``RequestedOutput`` only when the options match too.
     ``shared`` is the shared-memory window the output is written to (``codecs.v2_shared_memory``),
-    None for an output sent in the response.
+    None for an output sent in the response; ``classification`` the k of Triton's
+    classification extension (0: the tensor itself; ``accelserve.classification``).
     """
 
     binary: bool | None
     shared: SharedMemoryRef | None
+    classification: int
 
     def __new__(
-        cls, name: str, binary: bool | None = None, shared: SharedMemoryRef | None = None
+        cls,
+        name: str,
+        binary: bool | None = None,
+        shared: SharedMemoryRef | None = None,
+        classification: int = 0,
     ) -> Self:
         output = super().__new__(cls, name)
         output.binary = binary
         output.shared = shared
+        output.classification = classification
         return output
 
     @property
@@ -74,6 +81,7 @@ class RequestedOutput(str):
                 str.__eq__(self, other)
                 and self.binary == other.binary
                 and self.shared == other.shared
+                and self.classification == other.classification
             )
         return str.__eq__(self, other)
 
@@ -84,6 +92,8 @@ class RequestedOutput(str):
 
     def __repr__(self) -> str:
         shared = "" if self.shared is None else f", shared={self.shared}"
+        if self.classification:
+            shared += f", classification={self.classification}"
         return f"RequestedOutput({str.__repr__(self)}, binary={self.binary}{shared})"
 
 
@@ -96,6 +106,16 @@ class DecodedRequest(InferRequest):
     # inputs whose data is in shared memory (codecs.v2_shared_memory.SharedInput), by name:
     # the frontend reads them into ``inputs`` before inference
     shared_inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def classification_count(owner: str, value: object) -> int:
+    """An output's ``classification`` parameter: how many top classes to return (>= 1)."""
+    if type(value) is not int or value < 1:
+        raise InvalidArgumentError(
+            f"{owner} parameter 'classification': expected the number of classes to return "
+            f"(a positive integer); received {describe(value)}"
+        )
+    return value
 
 
 def uint_parameter(parameters: dict[str, object], key: str) -> int:

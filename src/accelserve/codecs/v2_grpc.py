@@ -30,6 +30,7 @@ from accelserve.codecs.v2 import (
     RequestedOutput,
     bytes_elements,
     check_bool_bytes,
+    classification_count,
     describe,
     element_count,
     output_bytes,
@@ -215,15 +216,12 @@ def _requested_outputs(message: ModelInferRequest) -> list[RequestedOutput]:
             )
         if name in names:
             raise InvalidArgumentError(f"output '{name}' is requested more than once in 'outputs'")
-        params = output.parameters
-        if params and "classification" in params:
-            raise InvalidArgumentError(
-                f"output '{name}': the classification extension is not supported; expected "
-                f"no 'classification' parameter, received "
-                f"{parameter_value(params['classification'])!r}"
-            )
-        shared = shared_memory_ref(f"output '{name}'", parameters_dict(params)) if params else None
-        names.append(RequestedOutput(name, shared=shared))
+        params = parameters_dict(output.parameters) if output.parameters else {}
+        shared = shared_memory_ref(f"output '{name}'", params) if params else None
+        classes = 0
+        if "classification" in params:
+            classes = classification_count(f"output '{name}'", params["classification"])
+        names.append(RequestedOutput(name, shared=shared, classification=classes))
     return names
 
 

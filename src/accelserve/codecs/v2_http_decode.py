@@ -23,6 +23,7 @@ from accelserve.codecs.v2 import (
     RequestedOutput,
     bytes_elements,
     check_bool_bytes,
+    classification_count,
     describe,
     element_count,
     uint_parameter,
@@ -230,13 +231,16 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput]:
             raise InvalidArgumentError(f"output '{name}' is requested more than once in 'outputs'")
         seen.add(name)
         binary = shared = None
+        classes = 0
         params = spec.get("parameters")
         if params is not None:
             binary = _output_parameters(name, params)
             shared = shared_memory_ref(f"output '{name}'", params)
+            if "classification" in params:
+                classes = classification_count(f"output '{name}'", params["classification"])
         if len(spec) > 1 + ("parameters" in spec):
             check_unknown(spec, ("name", "parameters"), 3, f"output '{name}'")
-        requested.append(RequestedOutput(name, binary, shared))
+        requested.append(RequestedOutput(name, binary, shared, classes))
     return requested
 
 
@@ -251,11 +255,6 @@ def _output_parameters(name: str, params: Any) -> bool | None:
         raise InvalidArgumentError(
             f"output '{name}' parameter 'binary_data': expected true or false; "
             f"received {describe(binary)}"
-        )
-    if params.get("classification"):
-        raise InvalidArgumentError(
-            f"output '{name}': the classification extension is not supported; expected no "
-            f"'classification' parameter, received {describe(params['classification'])}"
         )
     return binary
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&accelserve/protocol/model_config.proto\x12\x14\x61\x63\x63\x65lserve.inference\"\xbf\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04gpus\x18\x03 \x03(\x05\x12;\n\x04kind\x18\x04 \x01(\x0e\x32-.accelserve.inference.ModelInstanceGroup.Kind\"A\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\x12\x0e\n\nKIND_MODEL\x10\x03\"#\n\x12ModelTensorReshape\x12\r\n\x05shape\x18\x01 \x03(\x03\"\x9e\x02\n\nModelInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\tdata_type\x18\x02 \x01(\x0e\x32\x1e.accelserve.inference.DataType\x12\x37\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\'.accelserve.inference.ModelInput.Format\x12\x0c\n\x04\x64ims\x18\x04 \x03(\x03\x12\x39\n\x07reshape\x18\x05 \x01(\x0b\x32(.accelserve.inference.ModelTensorReshape\x12\x10\n\x08optional\x18\x08 \x01(\x08\";\n\x06\x46ormat\x12\x0f\n\x0b\x46ORMAT_NONE\x10\x00\x12\x0f\n\x0b\x46ORMAT_NHWC\x10\x01\x12\x0f\n\x0b\x46ORMAT_NCHW\x10\x02\"\x97\x01\n\x0bModelOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\tdata_type\x18\x02 \x01(\x0e\x32\x1e.accelserve.inference.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\x12\x39\n\x07reshape\x18\x05 \x01(\x0b\x32(.accelserve.inference.ModelTensorReshape\"\xb1\x02\n\x12ModelVersionPolicy\x12\x41\n\x06latest\x18\x01 \x01(\x0b\x32/.accelserve.inference.ModelVersionPolicy.LatestH\x00\x12;\n\x03\x61ll\x18\x02 \x01(\x0b\x32,.accelserve.inference.ModelVersionPolicy.AllH\x00\x12\x45\n\x08specific\x18\x03 \x01(\x0b\x32\x31.accelserve.inference.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice\"\xe6\x01\n\x10ModelQueuePolicy\x12L\n\x0etimeout_action\x18\x01 \x01(\x0e\x32\x34.accelserve.inference.ModelQueuePolicy.TimeoutAction\x12$\n\x1c\x64\x65\x66\x61ult_timeout_microseconds\x18\x02 \x01(\x04\x12\x1e\n\x16\x61llow_timeout_override\x18\x03 \x01(\x08\x12\x16\n\x0emax_queue_size\x18\x04 \x01(\r\"&\n\rTimeoutAction\x12\n\n\x06REJECT\x10\x00\x12\t\n\x05\x44\x45LAY\x10\x01\"\xbc\x03\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\x12\x19\n\x11preserve_ordering\x18\x03 \x01(\x08\x12\x17\n\x0fpriority_levels\x18\x04 \x01(\x04\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_level\x18\x05 \x01(\x04\x12\x44\n\x14\x64\x65\x66\x61ult_queue_policy\x18\x06 \x01(\x0b\x32&.accelserve.inference.ModelQueuePolicy\x12\x62\n\x15priority_queue_policy\x18\x07 \x03(\x0b\x32\x43.accelserve.inference.ModelDynamicBatching.PriorityQueuePolicyEntry\x1a\x62\n\x18PriorityQueuePolicyEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x35\n\x05value\x18\x02 \x01(\x0b\x32&.accelserve.inference.ModelQueuePolicy:\x02\x38\x01\"\xfe\x02\n\x0fModelEnsembling\x12\x38\n\x04step\x18\x01 \x03(\x0b\x32*.accelserve.inference.ModelEnsembling.Step\x1a\xb0\x02\n\x04Step\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12K\n\tinput_map\x18\x03 \x03(\x0b\x32\x38.accelserve.inference.ModelEnsembling.Step.InputMapEntry\x12M\n\noutput_map\x18\x04 \x03(\x0b\x32\x39.accelserve.inference.ModelEnsembling.Step.OutputMapEntry\x1a/\n\rInputMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0eOutputMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x0eModelParameter\x12\x14\n\x0cstring_value\x18\x01 \x01(\t\"\xa1\x05\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12@\n\x0eversion_policy\x18\x03 \x01(\x0b\x32(.accelserve.inference.ModelVersionPolicy\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12/\n\x05input\x18\x05 \x03(\x0b\x32 .accelserve.inference.ModelInput\x12\x31\n\x06output\x18\x06 \x03(\x0b\x32!.accelserve.inference.ModelOutput\x12@\n\x0einstance_group\x18\x07 \x03(\x0b\x32(.accelserve.inference.ModelInstanceGroup\x12\x1e\n\x16\x64\x65\x66\x61ult_model_filename\x18\x08 \x01(\t\x12\x46\n\x10\x64ynamic_batching\x18\x0b \x01(\x0b\x32*.accelserve.inference.ModelDynamicBatchingH\x00\x12\x44\n\x13\x65nsemble_scheduling\x18\x0f \x01(\x0b\x32%.accelserve.inference.ModelEnsemblingH\x00\x12\x45\n\nparameters\x18\x0e \x03(\x0b\x32\x31.accelserve.inference.ModelConfig.ParametersEntry\x12\x0f\n\x07\x62\x61\x63kend\x18\x11 \x01(\t\x1aW\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x33\n\x05value\x18\x02 \x01(\x0b\x32$.accelserve.inference.ModelParameter:\x02\x38\x01\x42\x13\n\x11scheduling_choice*\xfa\x01\n\x08\x44\x61taType\x12\x10\n\x0cTYPE_INVALID\x10\x00\x12\r\n\tTYPE_BOOL\x10\x01\x12\x0e\n\nTYPE_UINT8\x10\x02\x12\x0f\n\x0bTYPE_UINT16\x10\x03\x12\x0f\n\x0bTYPE_UINT32\x10\x04\x12\x0f\n\x0bTYPE_UINT64\x10\x05\x12\r\n\tTYPE_INT8\x10\x06\x12\x0e\n\nTYPE_INT16\x10\x07\x12\x0e\n\nTYPE_INT32\x10\x08\x12\x0e\n\nTYPE_INT64\x10\t\x12\r\n\tTYPE_FP16\x10\n\x12\r\n\tTYPE_FP32\x10\x0b\x12\r\n\tTYPE_FP64\x10\x0c\x12\x0f\n\x0bTYPE_STRING\x10\r\x12\r\n\tTYPE_BF16\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&accelserve/protocol/model_config.proto\x12\x14\x61\x63\x63\x65lserve.inference\"\xbf\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04gpus\x18\x03 \x03(\x05\x12;\n\x04kind\x18\x04 \x01(\x0e\x32-.accelserve.inference.ModelInstanceGroup.Kind\"A\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\x12\x0e\n\nKIND_MODEL\x10\x03\"#\n\x12ModelTensorReshape\x12\r\n\x05shape\x18\x01 \x03(\x03\"\x9e\x02\n\nModelInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\tdata_type\x18\x02 \x01(\x0e\x32\x1e.accelserve.inference.DataType\x12\x37\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\'.accelserve.inference.ModelInput.Format\x12\x0c\n\x04\x64ims\x18\x04 \x03(\x03\x12\x39\n\x07reshape\x18\x05 \x01(\x0b\x32(.accelserve.inference.ModelTensorReshape\x12\x10\n\x08optional\x18\x08 \x01(\x08\";\n\x06\x46ormat\x12\x0f\n\x0b\x46ORMAT_NONE\x10\x00\x12\x0f\n\x0b\x46ORMAT_NHWC\x10\x01\x12\x0f\n\x0b\x46ORMAT_NCHW\x10\x02\"\xaf\x01\n\x0bModelOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\tdata_type\x18\x02 \x01(\x0e\x32\x1e.accelserve.inference.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\x12\x16\n\x0elabel_filename\x18\x04 \x01(\t\x12\x39\n\x07reshape\x18\x05 \x01(\x0b\x32(.accelserve.inference.ModelTensorReshape\"\xb1\x02\n\x12ModelVersionPolicy\x12\x41\n\x06latest\x18\x01 \x01(\x0b\x32/.accelserve.inference.ModelVersionPolicy.LatestH\x00\x12;\n\x03\x61ll\x18\x02 \x01(\x0b\x32,.accelserve.inference.ModelVersionPolicy.AllH\x00\x12\x45\n\x08specific\x18\x03 \x01(\x0b\x32\x31.accelserve.inference.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice\"\xe6\x01\n\x10ModelQueuePolicy\x12L\n\x0etimeout_action\x18\x01 \x01(\x0e\x32\x34.accelserve.inference.ModelQueuePolicy.TimeoutAction\x12$\n\x1c\x64\x65\x66\x61ult_timeout_microseconds\x18\x02 \x01(\x04\x12\x1e\n\x16\x61llow_timeout_override\x18\x03 \x01(\x08\x12\x16\n\x0emax_queue_size\x18\x04 \x01(\r\"&\n\rTimeoutAction\x12\n\n\x06REJECT\x10\x00\x12\t\n\x05\x44\x45LAY\x10\x01\"\xbc\x03\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\x12\x19\n\x11preserve_ordering\x18\x03 \x01(\x08\x12\x17\n\x0fpriority_levels\x18\x04 \x01(\x04\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_level\x18\x05 \x01(\x04\x12\x44\n\x14\x64\x65\x66\x61ult_queue_policy\x18\x06 \x01(\x0b\x32&.accelserve.inference.ModelQueuePolicy\x12\x62\n\x15priority_queue_policy\x18\x07 \x03(\x0b\x32\x43.accelserve.inference.ModelDynamicBatching.PriorityQueuePolicyEntry\x1a\x62\n\x18PriorityQueuePolicyEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x35\n\x05value\x18\x02 \x01(\x0b\x32&.accelserve.inference.ModelQueuePolicy:\x02\x38\x01\"\xfe\x02\n\x0fModelEnsembling\x12\x38\n\x04step\x18\x01 \x03(\x0b\x32*.accelserve.inference.ModelEnsembling.Step\x1a\xb0\x02\n\x04Step\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12K\n\tinput_map\x18\x03 \x03(\x0b\x32\x38.accelserve.inference.ModelEnsembling.Step.InputMapEntry\x12M\n\noutput_map\x18\x04 \x03(\x0b\x32\x39.accelserve.inference.ModelEnsembling.Step.OutputMapEntry\x1a/\n\rInputMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0eOutputMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x02\n\x0bModelWarmup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12=\n\x06inputs\x18\x03 \x03(\x0b\x32-.accelserve.inference.ModelWarmup.InputsEntry\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x1a\xa2\x01\n\x05Input\x12\x31\n\tdata_type\x18\x01 \x01(\x0e\x32\x1e.accelserve.inference.DataType\x12\x0c\n\x04\x64ims\x18\x02 \x03(\x03\x12\x13\n\tzero_data\x18\x03 \x01(\x08H\x00\x12\x15\n\x0brandom_data\x18\x04 \x01(\x08H\x00\x12\x19\n\x0finput_data_file\x18\x05 \x01(\tH\x00\x42\x11\n\x0finput_data_type\x1aV\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x36\n\x05value\x18\x02 \x01(\x0b\x32\'.accelserve.inference.ModelWarmup.Input:\x02\x38\x01\"&\n\x0eModelParameter\x12\x14\n\x0cstring_value\x18\x01 \x01(\t\"\xda\x05\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12@\n\x0eversion_policy\x18\x03 \x01(\x0b\x32(.accelserve.inference.ModelVersionPolicy\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12/\n\x05input\x18\x05 \x03(\x0b\x32 .accelserve.inference.ModelInput\x12\x31\n\x06output\x18\x06 \x03(\x0b\x32!.accelserve.inference.ModelOutput\x12@\n\x0einstance_group\x18\x07 \x03(\x0b\x32(.accelserve.inference.ModelInstanceGroup\x12\x1e\n\x16\x64\x65\x66\x61ult_model_filename\x18\x08 \x01(\t\x12\x46\n\x10\x64ynamic_batching\x18\x0b \x01(\x0b\x32*.accelserve.inference.ModelDynamicBatchingH\x00\x12\x44\n\x13\x65nsemble_scheduling\x18\x0f \x01(\x0b\x32%.accelserve.inference.ModelEnsemblingH\x00\x12\x45\n\nparameters\x18\x0e \x03(\x0b\x32\x31.accelserve.inference.ModelConfig.ParametersEntry\x12\x37\n\x0cmodel_warmup\x18\x10 \x03(\x0b\x32!.accelserve.inference.ModelWarmup\x12\x0f\n\x07\x62\x61\x63kend\x18\x11 \x01(\t\x1aW\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x33\n\x05value\x18\x02 \x01(\x0b\x32$.accelserve.inference.ModelParameter:\x02\x38\x01\x42\x13\n\x11scheduling_choice*\xfa\x01\n\x08\x44\x61taType\x12\x10\n\x0cTYPE_INVALID\x10\x00\x12\r\n\tTYPE_BOOL\x10\x01\x12\x0e\n\nTYPE_UINT8\x10\x02\x12\x0f\n\x0bTYPE_UINT16\x10\x03\x12\x0f\n\x0bTYPE_UINT32\x10\x04\x12\x0f\n\x0bTYPE_UINT64\x10\x05\x12\r\n\tTYPE_INT8\x10\x06\x12\x0e\n\nTYPE_INT16\x10\x07\x12\x0e\n\nTYPE_INT32\x10\x08\x12\x0e\n\nTYPE_INT64\x10\t\x12\r\n\tTYPE_FP16\x10\n\x12\r\n\tTYPE_FP32\x10\x0b\x12\r\n\tTYPE_FP64\x10\x0c\x12\x0f\n\x0bTYPE_STRING\x10\r\x12\r\n\tTYPE_BF16\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELENSEMBLING_STEP_INPUTMAPENTRY']._serialized_options = b'8\001'
   _globals['_MODELENSEMBLING_STEP_OUTPUTMAPENTRY']._loaded_options = None
   _globals['_MODELENSEMBLING_STEP_OUTPUTMAPENTRY']._serialized_options = b'8\001'
+  _globals['_MODELWARMUP_INPUTSENTRY']._loaded_options = None
+  _globals['_MODELWARMUP_INPUTSENTRY']._serialized_options = b'8\001'
   _globals['_MODELCONFIG_PARAMETERSENTRY']._loaded_options = None
   _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=2828
-  _globals['_DATATYPE']._serialized_end=3078
+  _globals['_DATATYPE']._serialized_start=3290
+  _globals['_DATATYPE']._serialized_end=3540
   _globals['_MODELINSTANCEGROUP']._serialized_start=65
   _globals['_MODELINSTANCEGROUP']._serialized_end=256
   _globals['_MODELINSTANCEGROUP_KIND']._serialized_start=191
@@ -52,35 +54,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINPUT_FORMAT']._serialized_start=523
   _globals['_MODELINPUT_FORMAT']._serialized_end=582
   _globals['_MODELOUTPUT']._serialized_start=585
-  _globals['_MODELOUTPUT']._serialized_end=736
-  _globals['_MODELVERSIONPOLICY']._serialized_start=739
-  _globals['_MODELVERSIONPOLICY']._serialized_end=1044
-  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_start=960
-  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_end=990
-  _globals['_MODELVERSIONPOLICY_ALL']._serialized_start=992
-  _globals['_MODELVERSIONPOLICY_ALL']._serialized_end=997
-  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_start=999
-  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_end=1027
-  _globals['_MODELQUEUEPOLICY']._serialized_start=1047
-  _globals['_MODELQUEUEPOLICY']._serialized_end=1277
-  _globals['_MODELQUEUEPOLICY_TIMEOUTACTION']._serialized_start=1239
-  _globals['_MODELQUEUEPOLICY_TIMEOUTACTION']._serialized_end=1277
-  _globals['_MODELDYNAMICBATCHING']._serialized_start=1280
-  _globals['_MODELDYNAMICBATCHING']._serialized_end=1724
-  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_start=1626
-  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_end=1724
-  _globals['_MODELENSEMBLING']._serialized_start=1727
-  _globals['_MODELENSEMBLING']._serialized_end=2109
-  _globals['_MODELENSEMBLING_STEP']._serialized_start=1805
-  _globals['_MODELENSEMBLING_STEP']._serialized_end=2109
-  _globals['_MODELENSEMBLING_STEP_INPUTMAPENTRY']._serialized_start=2012
-  _globals['_MODELENSEMBLING_STEP_INPUTMAPENTRY']._serialized_end=2059
-  _globals['_MODELENSEMBLING_STEP_OUTPUTMAPENTRY']._serialized_start=2061
-  _globals['_MODELENSEMBLING_STEP_OUTPUTMAPENTRY']._serialized_end=2109
-  _globals['_MODELPARAMETER']._serialized_start=2111
-  _globals['_MODELPARAMETER']._serialized_end=2149
-  _globals['_MODELCONFIG']._serialized_start=2152
-  _globals['_MODELCONFIG']._serialized_end=2825
-  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_start=2717
-  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_end=2804
+  _globals['_MODELOUTPUT']._serialized_end=760
+  _globals['_MODELVERSIONPOLICY']._serialized_start=763
+  _globals['_MODELVERSIONPOLICY']._serialized_end=1068
+  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_start=984
+  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_end=1014
+  _globals['_MODELVERSIONPOLICY_ALL']._serialized_start=1016
+  _globals['_MODELVERSIONPOLICY_ALL']._serialized_end=1021
+  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_start=1023
+  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_end=1051
+  _globals['_MODELQUEUEPOLICY']._serialized_start=1071
+  _globals['_MODELQUEUEPOLICY']._serialized_end=1301
+  _globals['_MODELQUEUEPOLICY_TIMEOUTACTION']._serialized_start=1263
+  _globals['_MODELQUEUEPOLICY_TIMEOUTACTION']._serialized_end=1301
+  _globals['_MODELDYNAMICBATCHING']._serialized_start=1304
+  _globals['_MODELDYNAMICBATCHING']._serialized_end=1748
+  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_start=1650
+  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_end=1748
+  _globals['_MODELENSEMBLING']._serialized_start=1751
+  _globals['_MODELENSEMBLING']._serialized_end=2133
+  _globals['_MODELENSEMBLING_STEP']._serialized_start=1829
+  _globals['_MODELENSEMBLING_STEP']._serialized_end=2133
+  _globals['_MODELENSEMBLING_STEP_INPUTMAPENTRY']._serialized_start=2036
+  _globals['_MODELENSEMBLING_STEP_INPUTMAPENTRY']._serialized_end=2083
+  _globals['_MODELENSEMBLING_STEP_OUTPUTMAPENTRY']._serialized_start=2085
+  _globals['_MODELENSEMBLING_STEP_OUTPUTMAPENTRY']._serialized_end=2133
+  _globals['_MODELWARMUP']._serialized_start=2136
+  _globals['_MODELWARMUP']._serialized_end=2514
+  _globals['_MODELWARMUP_INPUT']._serialized_start=2264
+  _globals['_MODELWARMUP_INPUT']._serialized_end=2426
+  _globals['_MODELWARMUP_INPUTSENTRY']._serialized_start=2428
+  _globals['_MODELWARMUP_INPUTSENTRY']._serialized_end=2514
+  _globals['_MODELPARAMETER']._serialized_start=2516
+  _globals['_MODELPARAMETER']._serialized_end=2554
+  _globals['_MODELCONFIG']._serialized_start=2557
+  _globals['_MODELCONFIG']._serialized_end=3287
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_start=3179
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_end=3266
 # @@protoc_insertion_point(module_scope)

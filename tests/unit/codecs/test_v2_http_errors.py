@@ -291,8 +291,9 @@ def test_duplicate_requested_outputs() -> None:
             "output 'y' parameter 'binary_data': expected true or false; received an integer 1",
         ),
         (
-            {"outputs": [{"name": "y", "parameters": {"classification": 3}}]},
-            "output 'y': the classification extension is not supported",
+            {"outputs": [{"name": "y", "parameters": {"classification": 0}}]},
+            "output 'y' parameter 'classification': expected the number of classes to return "
+            "(a positive integer); received an integer 0",
         ),
         (
             {"outputs": [{"name": "y", "parameters": {"shared_memory_region": "r"}}]},
