@@ -40,6 +40,7 @@ from accelserve.names import check_model_name
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
 from accelserve.types import TensorSpec
+from accelserve.warmup import run_warmup, warmup_samples
 
 if TYPE_CHECKING:
     from accelserve.scheduling.activity import CoreActivity
@@ -359,6 +360,9 @@ async def _load_backend_versions(
                     )
                 policy = BatchingPolicy.from_config(version_config)
                 value_checks(version_config)  # a bad declaration fails the load, not a request
+                # model_warmup: every instance runs the samples before the version is READY
+                samples = warmup_samples(model_dir, version_config)
+                await run_warmup(config.name, version, samples, backends)
             except BaseException:
                 for backend in backends:
                     backend.unload()
