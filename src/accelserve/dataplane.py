@@ -42,6 +42,7 @@ from accelserve.version import __version__
 
 EXTENSIONS = [
     "binary_tensor_data",
+    "classification",
     "model_configuration",
     "model_repository",
     "parameters",
