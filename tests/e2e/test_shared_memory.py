@@ -288,3 +288,20 @@ def test_cuda_shared_memory_is_a_clear_400(
 
 def test_server_metadata_lists_the_extension(http: httpclient.InferenceServerClient) -> None:
     assert "system_shared_memory" in http.get_server_metadata()["extensions"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_one_input_in_shared_memory_one_in_the_request(
+    protocol: str, request: pytest.FixtureRequest, regions: list
+) -> None:
+    # gRPC: the request's raw_input_contents then hold only INPUT1's bytes
+    client = request.getfixturevalue(protocol)
+    module = httpclient if protocol == "http" else grpcclient
+    shm.set_shared_memory_region(region(regions, "in", BYTES), [A])
+    client.register_system_shared_memory("input_data", key("in"), BYTES)
+    inputs = [module.InferInput(f"INPUT{i}", [1, 16], "INT32") for i in (0, 1)]
+    inputs[0].set_shared_memory("input_data", BYTES)
+    inputs[1].set_data_from_numpy(B)
+    result = client.infer("simple", inputs)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
