@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--model-control-mode", choices=["none", "explicit"], default="none")
     serve.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="explicit mode: a model to load at start-up (repeatable; '*' for all; none by "
+        "default, as in Triton)",
+    )
+    serve.add_argument(
         "--api-key", default=None, help="key for model control (or ACCELSERVE_API_KEY)"
     )
     serve.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
@@ -132,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         device=args.device,
         model_control_mode=args.model_control_mode,
+        load_models=tuple(args.load_model),
         api_key=args.api_key,
         max_body_bytes=args.max_body_bytes,
         http_limits=limits,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from accelserve.classification import classify, requested_classes
 from accelserve.config import config_to_json
 from accelserve.errors import (
     AccelServeError,
@@ -31,8 +32,10 @@ from accelserve.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from accelserve.load_overrides import LoadOverride, parse_load_parameters
 from accelserve.model import READY, ModelRecord, ModelVersion
 from accelserve.names import check_model_name
+from accelserve.shared_memory import SharedMemoryRegistry
 from accelserve.stats import ModelStats, failure_reason
 from accelserve.types import InferRequest, InferResponse
 from accelserve.validation import prepare_inputs
@@ -40,11 +43,13 @@ from accelserve.version import __version__
 
 EXTENSIONS = [
     "binary_tensor_data",
+    "classification",
     "model_configuration",
     "model_repository",
     "parameters",
     "schedule_policy",
     "statistics",
+    "system_shared_memory",
 ]
 
 
@@ -62,7 +67,7 @@ class ModelRegistry(Protocol):
 
     def index(self) -> list[dict[str, str]]: ...
 
-    async def load(self, name: str) -> ModelRecord: ...
+    async def load(self, name: str, override: LoadOverride | None = None) -> ModelRecord: ...
 
     async def unload(self, name: str) -> None: ...
 
@@ -84,6 +89,8 @@ class DataPlane:
         self.stopping = False
         # reason -> failed inference requests that named no READY model (see the module doc)
         self.failures_without_model: dict[str, int] = {}
+        # the regions clients registered (Triton's shared-memory extension), for every frontend
+        self.shared_memory = SharedMemoryRegistry()
 
     # -- health and metadata -------------------------------------------------------------------
 
@@ -162,6 +169,12 @@ class DataPlane:
         outputs = await model.runner.infer(request)  # counts its own failures
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
+            classes = requested_classes(request.outputs)
+            if classes:  # Triton's classification extension: top-k "value:index:label"
+                batched = model.config.max_batch_size > 0
+                for name, k in classes.items():
+                    labels = model.labels.get(name, [])
+                    outputs[name] = classify(name, outputs[name], k, labels, batched)
         return InferResponse(name, model.version, outputs, request.id)
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> None:
@@ -232,11 +245,19 @@ class DataPlane:
         if not hmac.compare_digest(api_key.encode(), self.api_key.encode()):
             raise UnauthenticatedError("the API key is not valid")
 
-    async def load_model(self, name: str, api_key: str | None) -> None:
+    async def load_model(
+        self, name: str, api_key: str | None, parameters: Mapping[str, object] | None = None
+    ) -> None:
+        """Load (or reload) a model; ``parameters`` are Triton's load parameters (a ``config``
+        override, ``file:<version>/<name>`` contents as bytes: ``load_overrides``)."""
         self.authorize_control(api_key)
         check_model_name(name)
+        override = parse_load_parameters(name, parameters) if parameters else None
         # Shielded: a client that goes away mid-load cancels its request, never the load.
-        record = await asyncio.shield(self.repository.load(name))
+        load = (
+            self.repository.load(name) if override is None else self.repository.load(name, override)
+        )
+        record = await asyncio.shield(load)
         if record.state != READY:
             raise InvalidArgumentError(f"failed to load '{name}': {record.reason}")
 

@@ -41,6 +41,7 @@ class ModelVersion:
     stats: ModelStats
     placements: list[dict[str, object]] = field(default_factory=list)  # static (ensembles)
     instances: list[ModelInstance] = field(default_factory=list)
+    labels: dict[str, list[str]] = field(default_factory=dict)  # output -> label_filename's lines
     # What the config declares about input values (token ids, text), checked on admission.
     checks: ValueChecks = field(init=False, repr=False)
 

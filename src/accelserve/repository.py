@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelserve.backends import FILE_PLATFORMS, backend_class
 from accelserve.backends.base import Backend
+from accelserve.classification import read_labels
 from accelserve.config import (
     complete_config,
     input_specs,
@@ -32,6 +34,7 @@ from accelserve.errors import (
     ModelNotFoundError,
     UnavailableError,
 )
+from accelserve.load_overrides import LoadOverride, stage
 from accelserve.model import (
     LOADING,
     READY,
@@ -45,6 +48,7 @@ from accelserve.names import check_model_name
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from accelserve.stats import ModelStats
 from accelserve.types import TensorSpec
+from accelserve.warmup import run_warmup, warmup_samples
 
 if TYPE_CHECKING:
     from accelserve.scheduling.activity import CoreActivity
@@ -68,6 +72,8 @@ class ModelRepository:
         self.default_device = default_device
         self.models: dict[str, ModelRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # models loaded with an override: their staged directory, kept while they are loaded
+        self._staged: dict[str, tempfile.TemporaryDirectory[str]] = {}
         # Shared by every model instance; the server's busy polling reads it.
         self.activity = CoreActivity() if activity is None else activity
         # Queue bound of models whose config sets no max_queue_size (0: unbounded).
@@ -92,11 +98,12 @@ class ModelRepository:
             if name not in self.models:  # an ensemble loaded it as a step: once is enough
                 await self.load(name)
 
-    async def load(self, name: str) -> ModelRecord:
-        """(Re)load a model; failures are recorded on the record, not raised."""
+    async def load(self, name: str, override: LoadOverride | None = None) -> ModelRecord:
+        """(Re)load a model, from the repository or as ``override`` says (another config,
+        uploaded files: ``load_overrides``); failures are recorded on the record, not raised."""
         check_model_name(name)  # before the name reaches the file system
         model_dir = self.root / name
-        if not model_dir.is_dir():
+        if not model_dir.is_dir() and (override is None or not override.files):
             raise ModelNotFoundError(f"failed to load '{name}': no such model in the repository")
         async with self._locks.setdefault(name, asyncio.Lock()):
             old = self.models.get(name)
@@ -104,6 +111,11 @@ class ModelRepository:
             self.models[name] = record
             if old is not None:
                 await _stop_versions(old)
+            self._drop_staging(name)
+            if override is not None:
+                staging = stage(name, model_dir if model_dir.is_dir() else None, override)
+                self._staged[name] = staging
+                model_dir = Path(staging.name) / name
             try:
                 record.versions = await load_versions(model_dir, self.default_device, self)
                 record.state = READY
@@ -130,10 +142,37 @@ class ModelRepository:
             record.state = UNLOADING
             await _stop_versions(record)
             record.state, record.reason, record.versions = UNAVAILABLE, "unloaded", {}
+            self._drop_staging(name)
 
     async def stop(self) -> None:
         for record in self.models.values():
             await _stop_versions(record)
+        for name in list(self._staged):
+            self._drop_staging(name)
+
+    async def load_startup(self, names: Sequence[str]) -> None:
+        """Explicit model control's start-up: load the models named (``*``: all of them);
+        a name the repository lacks stops the start."""
+        if "*" in names:
+            await self.load_all()
+            return
+        known = set(self.scan())
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ModelNotFoundError(
+                f"--load-model {', '.join(missing)}: no such model in the repository "
+                f"'{self.root}'; found {', '.join(sorted(known)) or 'none'}"
+            )
+        chosen = list(dict.fromkeys(names))
+        ensembles = [n for n in chosen if _is_ensemble(self.root / n)]
+        await asyncio.gather(*(self.load(n) for n in chosen if n not in ensembles))
+        for name in ensembles:  # after their steps, which they load if not named
+            await self.load(name)
+
+    def _drop_staging(self, name: str) -> None:
+        staging = self._staged.pop(name, None)
+        if staging is not None:
+            staging.cleanup()
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         record = self.models.get(name)
@@ -318,6 +357,7 @@ async def _load_backend_versions(
     from accelserve.validation import value_checks
 
     devices = instance_devices(config, default_device)
+    labels = read_labels(model_dir, config)
     versions: dict[str, ModelVersion] = {}
     try:
         for version in select_versions(model_dir, config):
@@ -338,6 +378,9 @@ async def _load_backend_versions(
                     else None
                 )
                 value_checks(version_config)  # a bad declaration fails the load, not a request
+                # model_warmup: every instance runs the samples before the version is READY
+                samples = warmup_samples(model_dir, version_config)
+                await run_warmup(config.name, version, samples, backends)
             except BaseException:
                 for backend in backends:
                     backend.unload()
@@ -368,6 +411,7 @@ async def _load_backend_versions(
                 runner=runner,
                 stats=stats,
                 instances=instances,
+                labels=labels,
             )
     except BaseException:
         for loaded in versions.values():

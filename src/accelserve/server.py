@@ -33,6 +33,7 @@ class ServerSettings:
     metrics_port: int | None = 8002
     device: str = "auto"  # default device for models without instance_group
     model_control_mode: str = "none"  # "none" or "explicit"
+    load_models: tuple[str, ...] = ()  # explicit mode: loaded at start-up ("*": all)
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     http_limits: HttpLimits = field(default_factory=HttpLimits)  # frontends/http_limits.py
@@ -59,7 +60,10 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     dataplane = DataPlane(
         repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
     )
-    await repository.load_all()
+    explicit = settings.model_control_mode == "explicit"
+    if settings.load_models and not explicit:
+        raise ValueError("--load-model needs --model-control-mode explicit (otherwise all load)")
+    await (repository.load_startup(settings.load_models) if explicit else repository.load_all())
     release_free_memory()
 
     frontend = HttpFrontend(dataplane, extra=_v1_handler(dataplane))

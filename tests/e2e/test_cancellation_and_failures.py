@@ -93,7 +93,9 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gated]:
     gates.mkdir()
     (repository / "gated" / "1" / "model.py").write_text(GATED_MODEL)
     (repository / "gated" / "config.pbtxt").write_text(gated_config(log, gates))
-    process = ServerProcess(repository, "--model-control-mode", "explicit", "--api-key", KEY)
+    process = ServerProcess(
+        repository, "--model-control-mode", "explicit", "--load-model", "*", "--api-key", KEY
+    )
     yield Gated(process, log, gates)
     process.stop()
 

@@ -29,7 +29,9 @@ def test_model_control_is_off_by_default(server: ServerProcess) -> None:
 def test_model_control_needs_the_key(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     copy_example("simple", repository)
-    process = ServerProcess(repository, "--model-control-mode", "explicit", "--api-key", KEY)
+    process = ServerProcess(
+        repository, "--model-control-mode", "explicit", "--load-model", "*", "--api-key", KEY
+    )
     try:
         base = process.base
         unload = f"{base}/v2/repository/models/simple/unload"

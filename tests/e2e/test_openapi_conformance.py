@@ -49,7 +49,9 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     export_sentence_transformer(SOURCE, repository, "minilm", OPTIONS)
     # Model control on, with a key schemathesis does not know: load and unload answer 401 to
     # every generated request, and no model goes away under the other operations' cases.
-    process = ServerProcess(repository, "--model-control-mode", "explicit", "--api-key", KEY)
+    process = ServerProcess(
+        repository, "--model-control-mode", "explicit", "--load-model", "*", "--api-key", KEY
+    )
     yield process
     process.stop()
 

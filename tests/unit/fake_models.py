@@ -8,6 +8,7 @@ import numpy as np
 from accelserve.config import input_specs, output_specs, parse_config
 from accelserve.dataplane import DataPlane
 from accelserve.errors import ModelNotFoundError, UnavailableError
+from accelserve.load_overrides import LoadOverride
 from accelserve.model import READY, UNAVAILABLE, ModelRecord, ModelVersion
 from accelserve.stats import ModelStats
 from accelserve.types import InferRequest
@@ -68,6 +69,7 @@ class FakeRegistry:
     def __init__(self, *records: ModelRecord) -> None:
         self.models: dict[str, ModelRecord] = {r.name: r for r in records}
         self.loadable: dict[str, list[ModelVersion]] = {}
+        self.overrides: dict[str, LoadOverride | None] = {}  # what each load was given
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         record = self.models.get(name)
@@ -88,7 +90,8 @@ class FakeRegistry:
             for v in sorted(r.versions, key=int) or [""]
         ]
 
-    async def load(self, name: str) -> ModelRecord:
+    async def load(self, name: str, override: LoadOverride | None = None) -> ModelRecord:
+        self.overrides[name] = override
         versions = self.loadable.get(name)
         if versions is None:
             record = ModelRecord(name, UNAVAILABLE, "no model file")

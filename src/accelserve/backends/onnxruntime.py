@@ -111,11 +111,17 @@ class OnnxRuntimeBackend(Backend):
         session = self.session
         if session is None:
             raise ServerFaultError("ONNX Runtime: the model is unloaded")
+        feed = {
+            name: _as_onnx_text(name, a) if a.dtype == object else a for name, a in inputs.items()
+        }
         try:
-            results = session.run(self._output_names, inputs, self._run_options)
+            results = session.run(self._output_names, feed, self._run_options)
         except Exception as exc:
             raise run_error(exc, inputs) from None
-        return dict(zip(self._output_names, results, strict=True))
+        return {
+            name: _as_bytes(result) if result.dtype.kind in "OU" else result
+            for name, result in zip(self._output_names, results, strict=True)
+        }
 
     def unload(self) -> None:
         self.session = None
@@ -211,6 +217,34 @@ def _specs(args: list[Any]) -> tuple[list[TensorSpec], list[bool]]:
     return specs, batched
 
 
+def _as_onnx_text(name: str, array: np.ndarray) -> np.ndarray:
+    """A BYTES tensor (object array of ``bytes``) as ONNX Runtime's strings: ``str`` objects.
+    Given ``bytes`` it would store their repr (``"b'0'"``), which a Cast to numbers refuses."""
+    flat = array.reshape(-1)
+    text = np.empty(flat.shape, dtype=object)
+    for i, item in enumerate(flat):
+        if isinstance(item, str):
+            text[i] = item
+            continue
+        try:
+            text[i] = bytes(item).decode("utf-8")
+        except (UnicodeDecodeError, TypeError, ValueError):
+            raise ModelInputError(
+                f"input '{name}': element {i} is not UTF-8 text, which an ONNX string tensor "
+                f"holds (received {str(item)[:40]})"
+            ) from None
+    return text.reshape(array.shape)
+
+
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's string output (``str`` objects) as a BYTES tensor: UTF-8 ``bytes``."""
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    for i, item in enumerate(flat):
+        out[i] = item.encode("utf-8") if isinstance(item, str) else item
+    return out.reshape(array.shape)
+
+
 def _drop_batch(spec: TensorSpec) -> TensorSpec:
     return TensorSpec(spec.name, spec.datatype, spec.dims[1:])
 
@@ -227,6 +261,9 @@ def run_error(exc: BaseException, inputs: dict[str, np.ndarray]) -> AccelServeEr
     shape the graph cannot take) is the input's fault, naming the input and value where the
     message lets us tell; running out of memory is the server's; anything else a failure."""
     text = _first_line(exc)
+    cast = _text_cast_error(text, inputs)
+    if cast is not None:
+        return cast
     if type(exc).__name__ == "InvalidArgument":  # onnxruntime_pybind11_state.InvalidArgument
         # Node names look like paths ("/model/embeddings/Gather") but name no file: keep them.
         raw = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
@@ -235,6 +272,27 @@ def run_error(exc: BaseException, inputs: dict[str, np.ndarray]) -> AccelServeEr
     if isinstance(exc, MemoryError) or any(m in text.lower() for m in _OUT_OF_MEMORY):
         return ServerFaultError(f"ONNX Runtime ran out of memory: {detail}")
     return ModelExecutionError(f"ONNX Runtime failed: {type(exc).__name__}: {text}")
+
+
+def _text_cast_error(text: str, inputs: dict[str, np.ndarray]) -> ModelInputError | None:
+    """A Cast node that fails on a string input's text (``stod``, ``stoi``...) failed on the
+    client's data: name the first element that is no number."""
+    node = _NODE.search(_STATUS_PREFIX.sub("", text))
+    if node is None or node[1] != "Cast":
+        return None
+    for name, array in inputs.items():
+        if array.dtype != object:
+            continue
+        for i, item in enumerate(array.reshape(-1)):
+            value = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            try:
+                float(value)
+            except ValueError:
+                return ModelInputError(
+                    f"input '{name}': element {i} is '{value[:40]}', which the model's Cast "
+                    f"node cannot read as a number ({node[3]})"
+                )
+    return None
 
 
 def _input_message(detail: str, inputs: dict[str, np.ndarray]) -> str:

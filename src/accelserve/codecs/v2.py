@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from accelserve.errors import InvalidArgumentError, ModelExecutionError
+from accelserve.shared_memory import SharedMemoryRef
 from accelserve.types import NUMPY_TO_V2, V2_TO_NUMPY, InferRequest
 
 MAX_DIMS = 64  # NumPy's limit on the number of dimensions of an array
@@ -48,14 +49,26 @@ class RequestedOutput(str):
     decides); gRPC responses are always raw. A str, so that a request's list of them is the
     data plane's list of output names as it is, with no second list per request. It equals a
     plain str of its name, and another ``RequestedOutput`` only when the options match too.
-    (The classification and shared-memory options are refused by both decoders.)
+    ``shared`` is the shared-memory window the output is written to (``codecs.v2_shared_memory``),
+    None for an output sent in the response; ``classification`` the k of Triton's
+    classification extension (0: the tensor itself; ``accelserve.classification``).
     """
 
     binary: bool | None
+    shared: SharedMemoryRef | None
+    classification: int
 
-    def __new__(cls, name: str, binary: bool | None = None) -> Self:
+    def __new__(
+        cls,
+        name: str,
+        binary: bool | None = None,
+        shared: SharedMemoryRef | None = None,
+        classification: int = 0,
+    ) -> Self:
         output = super().__new__(cls, name)
         output.binary = binary
+        output.shared = shared
+        output.classification = classification
         return output
 
     @property
@@ -64,7 +77,12 @@ class RequestedOutput(str):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, RequestedOutput):
-            return str.__eq__(self, other) and self.binary == other.binary
+            return (
+                str.__eq__(self, other)
+                and self.binary == other.binary
+                and self.shared == other.shared
+                and self.classification == other.classification
+            )
         return str.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
@@ -73,7 +91,10 @@ class RequestedOutput(str):
     __hash__ = str.__hash__
 
     def __repr__(self) -> str:
-        return f"RequestedOutput({str.__repr__(self)}, binary={self.binary})"
+        shared = "" if self.shared is None else f", shared={self.shared}"
+        if self.classification:
+            shared += f", classification={self.classification}"
+        return f"RequestedOutput({str.__repr__(self)}, binary={self.binary}{shared})"
 
 
 @dataclass(slots=True)
@@ -82,6 +103,19 @@ class DecodedRequest(InferRequest):
 
     outputs: list[RequestedOutput] = field(default_factory=list)  # empty: all, in model order
     binary_data_output: bool = False  # HTTP: binary for outputs whose binary is None
+    # inputs whose data is in shared memory (codecs.v2_shared_memory.SharedInput), by name:
+    # the frontend reads them into ``inputs`` before inference
+    shared_inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def classification_count(owner: str, value: object) -> int:
+    """An output's ``classification`` parameter: how many top classes to return (>= 1)."""
+    if type(value) is not int or value < 1:
+        raise InvalidArgumentError(
+            f"{owner} parameter 'classification': expected the number of classes to return "
+            f"(a positive integer); received {describe(value)}"
+        )
+    return value
 
 
 def uint_parameter(parameters: dict[str, object], key: str) -> int:

@@ -30,11 +30,17 @@ from accelserve.codecs.v2 import (
     RequestedOutput,
     bytes_elements,
     check_bool_bytes,
+    classification_count,
     describe,
     element_count,
     output_bytes,
     output_tensor,
     uint_parameter,
+)
+from accelserve.codecs.v2_shared_memory import (
+    SharedInput,
+    shared_memory_ref,
+    shared_output_parameters,
 )
 from accelserve.errors import InvalidArgumentError
 from accelserve.protocol.grpc_service_pb2 import (
@@ -42,6 +48,7 @@ from accelserve.protocol.grpc_service_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
+from accelserve.shared_memory import SharedMemoryRef
 from accelserve.types import V2_TO_NUMPY
 
 # Which InferTensorContents field carries each datatype (FP16 and BF16 have none: raw only).
@@ -70,18 +77,23 @@ def decode_infer_request(
     ``InvalidArgumentError`` naming the field, the expected and the received value."""
     raw = message.raw_input_contents
     inputs = message.inputs
-    if raw and len(raw) != len(inputs):
+    refs = [_input_ref(tensor) for tensor in inputs]
+    in_body = sum(ref is None for ref in refs)  # inputs not in shared memory
+    if raw and len(raw) != in_body:
         raise InvalidArgumentError(
-            f"raw_input_contents: expected one entry per input ({len(inputs)}); received {len(raw)}"
+            f"raw_input_contents: expected one entry per input not in shared memory "
+            f"({in_body}); received {len(raw)}"
         )
     arrays: dict[str, np.ndarray] = {}
+    shared: dict[str, SharedInput] = {}
+    raw_index = 0
     for index, tensor in enumerate(inputs):
         name = tensor.name
         if not name:
             raise InvalidArgumentError(
                 f"inputs[{index}] 'name': expected a non-empty string; received ''"
             )
-        if name in arrays:
+        if name in arrays or name in shared:
             raise InvalidArgumentError(f"input '{name}' appears more than once in 'inputs'")
         datatype = tensor.datatype
         if datatype not in V2_TO_NUMPY:
@@ -91,24 +103,28 @@ def decode_infer_request(
             )
         shape = list(tensor.shape)
         count = element_count(name, shape, max_elements)
-        if tensor.parameters and "shared_memory_region" in tensor.parameters:
-            raise InvalidArgumentError(
-                f"input '{name}': shared memory (parameters.shared_memory_region) is not "
-                f"supported; expected the data in the request"
-            )
-        if raw:
+        ref = refs[index]
+        if ref is not None:
+            if tensor.HasField("contents"):
+                raise InvalidArgumentError(
+                    f"input '{name}': expected its data in shared memory (parameters."
+                    f"shared_memory_region) or in 'contents'; received both"
+                )
+            shared[name] = SharedInput(datatype, shape, count, ref)
+        elif raw:
             if tensor.HasField("contents"):
                 raise InvalidArgumentError(
                     f"input '{name}': expected its data in raw_input_contents (the request "
                     f"uses them) or in 'contents'; received both"
                 )
-            arrays[name] = _raw_tensor(name, datatype, shape, count, raw[index])
+            arrays[name] = _raw_tensor(name, datatype, shape, count, raw[raw_index])
+            raw_index += 1
         else:
             arrays[name] = _typed_tensor(name, datatype, shape, count, tensor)
     outputs = _requested_outputs(message) if message.outputs else []
     params = message.parameters
     if not params:  # tritonclient's default: no request parameters
-        return DecodedRequest(arrays, outputs, message.id)
+        return DecodedRequest(arrays, outputs, message.id, shared_inputs=shared)
     parameters = parameters_dict(params)
     return DecodedRequest(
         inputs=arrays,
@@ -117,7 +133,14 @@ def decode_infer_request(
         priority=uint_parameter(parameters, "priority"),
         timeout_us=uint_parameter(parameters, "timeout"),
         parameters=parameters,
+        shared_inputs=shared,
     )
+
+
+def _input_ref(tensor: Any) -> SharedMemoryRef | None:
+    if not tensor.parameters:
+        return None
+    return shared_memory_ref(f"input '{tensor.name}'", parameters_dict(tensor.parameters))
 
 
 def _raw_tensor(name: str, datatype: str, shape: list[int], count: int, data: bytes) -> np.ndarray:
@@ -193,20 +216,12 @@ def _requested_outputs(message: ModelInferRequest) -> list[RequestedOutput]:
             )
         if name in names:
             raise InvalidArgumentError(f"output '{name}' is requested more than once in 'outputs'")
-        params = output.parameters
-        if params:
-            if "classification" in params:
-                raise InvalidArgumentError(
-                    f"output '{name}': the classification extension is not supported; expected "
-                    f"no 'classification' parameter, received "
-                    f"{parameter_value(params['classification'])!r}"
-                )
-            if "shared_memory_region" in params:
-                raise InvalidArgumentError(
-                    f"output '{name}': shared memory (parameters.shared_memory_region) is not "
-                    f"supported; expected the data in the response"
-                )
-        names.append(RequestedOutput(name))
+        params = parameters_dict(output.parameters) if output.parameters else {}
+        shared = shared_memory_ref(f"output '{name}'", params) if params else None
+        classes = 0
+        if "classification" in params:
+            classes = classification_count(f"output '{name}'", params["classification"])
+        names.append(RequestedOutput(name, shared=shared, classification=classes))
     return names
 
 
@@ -233,10 +248,23 @@ def encode_infer_response(
     response = ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
     tensors = response.outputs
     raws: list[bytes] = []
+    in_body = False  # any output carries data: then every output has a raw entry
     for name in requested or outputs:
         array, datatype = output_tensor(model_name, name, outputs)
-        tensors.add(name=name, datatype=datatype, shape=array.shape)
+        tensor = tensors.add(name=name, datatype=datatype, shape=array.shape)
+        if isinstance(name, RequestedOutput) and name.shared is not None:
+            # written into the region: an empty raw entry keeps the others' indices
+            params = shared_output_parameters(name, array, datatype)
+            for key, value in params.items():
+                if type(value) is str:
+                    tensor.parameters[key].string_param = value
+                else:
+                    tensor.parameters[key].int64_param = value
+            raws.append(b"")
+            continue
+        in_body = True
         data = output_bytes(model_name, name, array, datatype)
         raws.append(data if type(data) is bytes else data.tobytes())
-    response.raw_output_contents.extend(raws)
+    if in_body:
+        response.raw_output_contents.extend(raws)
     return response

@@ -81,8 +81,10 @@ def decode_request(body: bytes, header_length: int | None) -> DecodedRequest:
 
 
 def _remember_request(key: bytes, decoded: DecodedRequest, body: bytes) -> None:
-    if decoded.id:
-        return  # ids differ from request to request: caching them would only churn
+    if decoded.id or decoded.shared_inputs:
+        # ids differ from request to request: caching them would only churn; shared-memory
+        # inputs are read from their regions on every request
+        return
     offset = len(key)
     inputs: list[_InputPlan] = []
     for name, array in decoded.inputs.items():
@@ -110,7 +112,10 @@ def encode_response(
     if (
         request_id
         or not requested
-        or not all(binary_data_output if r.binary is None else r.binary for r in requested)
+        or not all(
+            (binary_data_output if r.binary is None else r.binary) and r.shared is None
+            for r in requested
+        )
     ):
         return encode_infer_response(
             model_name, model_version, request_id, outputs, requested, binary_data_output

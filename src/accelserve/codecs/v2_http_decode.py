@@ -23,6 +23,7 @@ from accelserve.codecs.v2 import (
     RequestedOutput,
     bytes_elements,
     check_bool_bytes,
+    classification_count,
     describe,
     element_count,
     uint_parameter,
@@ -33,6 +34,7 @@ from accelserve.codecs.v2_http_json import (
     json_tensor,
     loads,
 )
+from accelserve.codecs.v2_shared_memory import SharedInput, shared_memory_ref
 from accelserve.errors import InvalidArgumentError
 from accelserve.types import V2_TO_NUMPY
 
@@ -100,14 +102,18 @@ def decode_infer_request(
         check_unknown(obj, ("id", "parameters", "outputs", "inputs"), 1, "request")
 
     arrays: dict[str, np.ndarray] = {}
+    shared: dict[str, SharedInput] = {}
     offset = json_end
     for index, spec in enumerate(inputs):
-        name, array, binary_size = _decode_input(
+        name, tensor, binary_size = _decode_input(
             index, spec, body, offset, header_length, max_elements
         )
-        if name in arrays:
+        if name in arrays or name in shared:
             raise InvalidArgumentError(f"input '{name}' appears more than once in 'inputs'")
-        arrays[name] = array
+        if isinstance(tensor, SharedInput):
+            shared[name] = tensor
+        else:
+            arrays[name] = tensor
         offset += binary_size
     if offset != size:
         raise InvalidArgumentError(
@@ -122,6 +128,7 @@ def decode_infer_request(
         timeout_us=uint_parameter(parameters, "timeout"),
         parameters=parameters,
         binary_data_output=binary_output,
+        shared_inputs=shared,
     )
 
 
@@ -135,8 +142,9 @@ def _decode_input(
     offset: int,
     header_length: int | None,
     max_elements: int,
-) -> tuple[str, np.ndarray, int]:
-    """One entry of 'inputs' -> (name, array, bytes of binary data it used)."""
+) -> tuple[str, np.ndarray | SharedInput, int]:
+    """One entry of 'inputs' -> (name, array or its shared memory, bytes of binary data it
+    used)."""
     if type(spec) is not dict:
         raise InvalidArgumentError(
             f"inputs[{index}]: expected an object with name, datatype, shape and data; "
@@ -160,6 +168,14 @@ def _decode_input(
     has_data = "data" in spec
     if len(spec) > 3 + has_data + (params is not None):
         check_unknown(spec, _INPUT_KEYS, 3, f"input '{name}'")
+    ref = None if params is None else shared_memory_ref(f"input '{name}'", params)
+    if ref is not None:
+        if has_data or binary_size is not None:
+            raise InvalidArgumentError(
+                f"input '{name}': expected its data in shared memory (parameters."
+                f"shared_memory_region) or in the body; received both"
+            )
+        return name, SharedInput(datatype, shape, count, ref), 0
     if binary_size is None:
         if not has_data:
             raise InvalidArgumentError(
@@ -183,11 +199,6 @@ def _input_parameters(name: str, params: Any) -> int | None:
     if type(params) is not dict:
         raise InvalidArgumentError(
             f"input '{name}' 'parameters': expected an object; received {describe(params)}"
-        )
-    if "shared_memory_region" in params:
-        raise InvalidArgumentError(
-            f"input '{name}': shared memory (parameters.shared_memory_region) is not "
-            f"supported; expected the data in the request body"
         )
     check_values(params, 4, "input '" + name + "'")
     size = params.get("binary_data_size")
@@ -219,13 +230,17 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput]:
         if name in seen:
             raise InvalidArgumentError(f"output '{name}' is requested more than once in 'outputs'")
         seen.add(name)
-        binary = None
+        binary = shared = None
+        classes = 0
         params = spec.get("parameters")
         if params is not None:
             binary = _output_parameters(name, params)
+            shared = shared_memory_ref(f"output '{name}'", params)
+            if "classification" in params:
+                classes = classification_count(f"output '{name}'", params["classification"])
         if len(spec) > 1 + ("parameters" in spec):
             check_unknown(spec, ("name", "parameters"), 3, f"output '{name}'")
-        requested.append(RequestedOutput(name, binary))
+        requested.append(RequestedOutput(name, binary, shared, classes))
     return requested
 
 
@@ -240,16 +255,6 @@ def _output_parameters(name: str, params: Any) -> bool | None:
         raise InvalidArgumentError(
             f"output '{name}' parameter 'binary_data': expected true or false; "
             f"received {describe(binary)}"
-        )
-    if params.get("classification"):
-        raise InvalidArgumentError(
-            f"output '{name}': the classification extension is not supported; expected no "
-            f"'classification' parameter, received {describe(params['classification'])}"
-        )
-    if "shared_memory_region" in params:
-        raise InvalidArgumentError(
-            f"output '{name}': shared memory (parameters.shared_memory_region) is not "
-            f"supported; expected the data in the response body"
         )
     return binary
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from accelserve.codecs.v2 import RequestedOutput, output_bytes, output_tensor
 from accelserve.codecs.v2_http_json import encode_json
+from accelserve.codecs.v2_shared_memory import shared_output_parameters
 from accelserve.errors import InvalidArgumentError, ModelExecutionError
 
 
@@ -24,17 +25,18 @@ def encode_infer_response(
 ) -> tuple[bytes, int | None]:
     """Render a response; returns (body, JSON header length, or None when all is JSON)."""
     if requested:
-        selection = [
-            (r.name, binary_data_output if r.binary is None else r.binary) for r in requested
-        ]
+        selection = [(r, binary_data_output if r.binary is None else r.binary) for r in requested]
     else:
-        selection = [(name, binary_data_output) for name in outputs]
+        selection = [(RequestedOutput(name), binary_data_output) for name in outputs]
     entries: list[dict[str, Any]] = []
     buffers: list[Any] = []
-    for name, binary in selection:
+    for output, binary in selection:
+        name = output.name
         array, datatype = output_tensor(model_name, name, outputs)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
+        if output.shared is not None:  # written into the region: no data here
+            entry["parameters"] = shared_output_parameters(output, array, datatype)
+        elif binary:
             raw = output_bytes(model_name, name, array, datatype)
             entry["parameters"] = {
                 "binary_data_size": len(raw) if type(raw) is bytes else raw.nbytes

@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from accelserve.codecs.v2_grpc import decode_infer_request, encode_infer_response
+from accelserve.codecs.v2_shared_memory import read_shared_inputs, write_shared_outputs
 from accelserve.dataplane import DataPlane
 from accelserve.errors import (
     AccelServeError,
@@ -37,6 +38,7 @@ from accelserve.errors import (
     UnavailableError,
 )
 from accelserve.frontends.errors import GRPC_STATUS, bearer_token
+from accelserve.frontends.grpc_shared_memory import shared_memory_methods
 from accelserve.frontends.tfserving_grpc import TFServingGrpc
 from accelserve.protocol import grpc_service_pb2 as pb
 
@@ -70,6 +72,7 @@ class GrpcFrontend:
             "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, self.repository_load),
             "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, self.repository_unload),
         }
+        unary.update(shared_memory_methods(self.dataplane.shared_memory))
         handlers = {name: _unary(kind, fn) for name, (kind, fn) in unary.items()}
         handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(self.model_infer)
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
@@ -96,13 +99,18 @@ class GrpcFrontend:
         except AccelServeError as exc:
             self.dataplane.record_failure("", "", exc)  # names no model: counted server-wide
             raise
+        registry = self.dataplane.shared_memory
         try:
             request = decode_infer_request(message)
+            if request.shared_inputs:
+                read_shared_inputs(request, registry)
         except AccelServeError as exc:
             self.dataplane.record_failure(message.model_name, message.model_version, exc)
             raise
         name = message.model_name
         response = await self.dataplane.infer(name, message.model_version, request)
+        if any(r.shared is not None for r in request.outputs):
+            write_shared_outputs(name, response.outputs, request.outputs, registry)
         return encode_infer_response(
             name, response.model_version, response.id, response.outputs, request.outputs
         )
@@ -187,8 +195,11 @@ class GrpcFrontend:
     ) -> Message:
         key = _bearer(context)
         self.dataplane.authorize_control(key)  # before anything else is looked at
-        _no_parameters(request, "load")
-        await self.dataplane.load_model(request.model_name, key)
+        parameters = {
+            name: getattr(value, value.WhichOneof("parameter_choice") or "bytes_param")
+            for name, value in request.parameters.items()
+        }
+        await self.dataplane.load_model(request.model_name, key, parameters)
         return pb.RepositoryModelLoadResponse()
 
     async def repository_unload(
@@ -233,11 +244,7 @@ def _bearer(context: Context) -> str | None:
     return None
 
 
-def _no_parameters(
-    request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest, action: str
-) -> None:
-    # Triton's load can override the config or upload files; accelserve loads from the
-    # repository only, and says so rather than ignoring what the caller asked for.
+def _no_parameters(request: pb.RepositoryModelUnloadRequest, action: str) -> None:
     # tritonclient always sends unload_dependents (false by default): accelserve never
     # unloads other models, which is what false asks for.
     params = request.parameters

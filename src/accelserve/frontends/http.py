@@ -9,6 +9,8 @@ goes through orjson (codecs.v2_http_json): 8x faster than the standard library o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -18,10 +20,13 @@ from typing import Any
 from accelserve.codecs.v2 import DecodedRequest, describe
 from accelserve.codecs.v2_http_cache import decode_request, encode_response
 from accelserve.codecs.v2_http_json import decode_json, encode_json
+from accelserve.codecs.v2_shared_memory import read_shared_inputs, write_shared_outputs
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
 from accelserve.frontends.errors import bearer_token, error_headers, expect_method, http_status
 from accelserve.frontends.http_server import Headers, Request, Response
+from accelserve.frontends.http_shared_memory import KINDS as SHARED_MEMORY_KINDS
+from accelserve.frontends.http_shared_memory import shared_memory_route
 
 log = logging.getLogger("accelserve.http")
 
@@ -54,6 +59,9 @@ class HttpFrontend:
         method, path = request.method, request.path
         parts = path.strip("/").split("/")
         if parts[0] == "v2":
+            if len(parts) >= 3 and parts[1] in SHARED_MEMORY_KINDS:
+                registry = self.dataplane.shared_memory
+                return shared_memory_route(registry, method, parts, request.body)
             if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
                 return await self._model_route(method, parts, request)
             return await self._server_route(method, parts, request)
@@ -91,12 +99,17 @@ class HttpFrontend:
         return _json(dp.statistics(name, version))
 
     async def _infer(self, name: str, version: str, request: Request) -> Response:
+        registry = self.dataplane.shared_memory
         try:
             decoded = _decode(request)
+            if decoded.shared_inputs:
+                read_shared_inputs(decoded, registry)
         except AccelServeError as exc:
             self.dataplane.record_failure(name, version, exc)  # counted like any failure
             raise
         response = await self.dataplane.infer(name, version, decoded)
+        if any(r.shared is not None for r in decoded.outputs):
+            write_shared_outputs(name, response.outputs, decoded.outputs, registry)
         payload, json_length = encode_response(
             response.model_name,
             response.model_version,
@@ -145,12 +158,40 @@ class HttpFrontend:
             expect_method(method, "POST", route)
             key = bearer_token(request.header(b"authorization"))
             if parts[4] == "load":
-                await dp.load_model(parts[3], key)
+                dp.authorize_control(key)  # before the body is looked at
+                await dp.load_model(parts[3], key, _load_parameters(parts[3], request.body))
                 return 200, JSON, b"{}"
             if parts[4] == "unload":
                 await dp.unload_model(parts[3], key)
                 return 200, JSON, b"{}"
         raise ModelNotFoundError(f"no route for {method} {route}")
+
+
+def _load_parameters(name: str, body: bytes) -> dict[str, object]:
+    """A load request's parameters, with the file overrides' base64 text as bytes."""
+    options = _json_object(body) if body.strip() else {}
+    parameters = options.get("parameters", {})
+    if type(parameters) is not dict:
+        raise InvalidArgumentError(
+            f"failed to load '{name}': 'parameters': expected an object; received "
+            f"{describe(parameters)}"
+        )
+    return {
+        key: _base64(name, key, value) if key.startswith("file:") else value
+        for key, value in parameters.items()
+    }
+
+
+def _base64(name: str, key: str, value: object) -> bytes:
+    try:
+        if type(value) is not str:
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise InvalidArgumentError(
+            f"failed to load '{name}': file override '{key}': expected the file's content "
+            f"as base64 text; received {describe(value)}"
+        ) from None
 
 
 def _decode(request: Request) -> DecodedRequest:

@@ -291,12 +291,14 @@ def test_duplicate_requested_outputs() -> None:
             "output 'y' parameter 'binary_data': expected true or false; received an integer 1",
         ),
         (
-            {"outputs": [{"name": "y", "parameters": {"classification": 3}}]},
-            "output 'y': the classification extension is not supported",
+            {"outputs": [{"name": "y", "parameters": {"classification": 0}}]},
+            "output 'y' parameter 'classification': expected the number of classes to return "
+            "(a positive integer); received an integer 0",
         ),
         (
             {"outputs": [{"name": "y", "parameters": {"shared_memory_region": "r"}}]},
-            "output 'y': shared memory",
+            "output 'y' parameter 'shared_memory_byte_size': expected a non-negative integer; "
+            "received nothing",
         ),
     ],
 )
@@ -304,10 +306,18 @@ def test_request_level_fields(fields: dict, needle: str) -> None:
     assert needle in rejects(json_body([], **fields))
 
 
-def test_input_parameters_must_be_an_object_without_shared_memory() -> None:
+def test_input_parameters_must_be_an_object_with_whole_shared_memory_references() -> None:
     assert "input 'x' 'parameters': expected an object" in rejects(one(parameters=[1]))
     message = rejects(one(parameters={"shared_memory_region": "r"}))
-    assert "input 'x': shared memory" in message
+    assert "input 'x' parameter 'shared_memory_byte_size': expected a non-negative" in message
+    message = rejects(one(parameters={"shared_memory_byte_size": 4}))
+    assert "input 'x' parameter 'shared_memory_region': expected the name" in message
+    message = rejects(one(parameters={"shared_memory_region": "r", "shared_memory_byte_size": -1}))
+    assert "'shared_memory_byte_size': expected a non-negative integer; received an integer -1" in (
+        message
+    )
+    both = {"shared_memory_region": "r", "shared_memory_byte_size": 4}
+    assert "received both" in rejects(one(parameters=both))
 
 
 def nest(levels: int) -> Any:

@@ -294,17 +294,26 @@ def bytes_key(key: str) -> tuple[tuple[str, bytes], ...]:
     return (("authorization", f"bearer {key}".encode()),)  # any case, str or bytes
 
 
-def test_load_parameters_are_refused_after_the_key_check() -> None:
+def test_load_parameters_are_checked_after_the_key_check() -> None:
     dataplane = simple_dataplane(model_control=True)
     load = pb.RepositoryModelLoadRequest(model_name="simple")
-    load.parameters["config"].string_param = "{}"
+    load.parameters["config"].string_param = "{not json"
     assert aborted_with("RepositoryModelLoad", load, dataplane=dataplane)[0] == (
         Status.UNAUTHENTICATED
     )
     code, message = aborted_with(
         "RepositoryModelLoad", load, dataplane=dataplane, metadata=bearer(API_KEY)
     )
-    assert code == Status.INVALID_ARGUMENT and "config" in message
+    assert code == Status.INVALID_ARGUMENT
+    assert message.startswith("failed to load 'simple': parameter 'config' is not a model")
+    # a valid override reaches the repository, parsed, with the uploaded file as bytes
+    load.parameters["config"].string_param = '{"max_batch_size": 2}'
+    load.parameters["file:1/model.onnx"].bytes_param = b"onnx bytes"
+    aborted_with("RepositoryModelLoad", load, dataplane=dataplane, metadata=bearer(API_KEY))
+    override = dataplane.repository.overrides["simple"]  # type: ignore[attr-defined]
+    assert override is not None and override.config.max_batch_size == 2
+    assert override.config.name == "simple"
+    assert override.files == {"1/model.onnx": b"onnx bytes"}
     unload = pb.RepositoryModelUnloadRequest(model_name="simple")
     unload.parameters["unload_dependents"].bool_param = False  # what tritonclient sends
     response, _ = call("RepositoryModelUnload", unload, dataplane, bearer(API_KEY))
