@@ -32,7 +32,6 @@ from collections.abc import Callable
 #: default window (server option ``--busy-poll-us``): longer than a client's turn-around
 #: between a response and its next request, so a steady stream keeps the loop awake
 DEFAULT_WINDOW_US = 200
-_NS = time.perf_counter_ns
 
 
 class BusyPoll:
@@ -44,11 +43,13 @@ class BusyPoll:
         loop: asyncio.AbstractEventLoop,
         window_us: int,
         cores_busy: Callable[[], bool] = lambda: False,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,  # tests pass a fake one
     ) -> None:
         if window_us < 0:
             raise ValueError(f"busy_poll_us: expected >= 0; received {window_us}")
         self._loop = loop
         self._cores_busy = cores_busy
+        self._clock_ns = clock_ns
         self._window_ns = window_us * 1000
         self._last_ns = 0
         self._polling = False
@@ -57,7 +58,7 @@ class BusyPoll:
         """A response went out: poll until the window after now has passed."""
         if self._window_ns == 0:
             return
-        self._last_ns = _NS()
+        self._last_ns = self._clock_ns()
         if not self._polling:
             self._polling = True
             self._loop.call_soon(self._poll)
@@ -67,7 +68,7 @@ class BusyPoll:
         return self._polling
 
     def _poll(self) -> None:
-        if not self._cores_busy() and _NS() - self._last_ns < self._window_ns:
+        if not self._cores_busy() and self._clock_ns() - self._last_ns < self._window_ns:
             self._loop.call_soon(self._poll)
         else:
             self._polling = False

@@ -29,20 +29,42 @@ class Counter:
         return self.busy
 
 
+class FakeNs:
+    """A nanosecond clock that moves only when the test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+async def turns(n: int) -> None:
+    """Let the loop go round ``n`` times (a polling callback runs once per round)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 @pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
 def test_polls_through_the_window_then_sleeps(runner) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        polls = Counter()
-        poll = BusyPoll(asyncio.get_running_loop(), 30_000, polls)  # 30 ms
+        clock, polls = FakeNs(), Counter()
+        poll = BusyPoll(asyncio.get_running_loop(), 30_000, polls, clock_ns=clock)  # 30 ms
         poll.touch()
         assert poll.polling
-        await asyncio.sleep(0.010)
-        assert poll.polling and polls.calls > 20  # the loop went round, not to sleep
-        poll.touch()  # a second response re-opens the window without a second poller
-        await asyncio.sleep(0.060)
+        await turns(25)
+        assert poll.polling and polls.calls >= 20  # the loop went round, not to sleep
+        clock.now = 10_000_000
+        poll.touch()  # a second response re-opens the window (to 40 ms) ...
+        before = polls.calls
+        clock.now = 35_000_000
+        await turns(10)
+        assert poll.polling and polls.calls - before <= 11  # ... without a second poller
+        clock.now = 41_000_000
+        await turns(3)
         assert not poll.polling
         settled = polls.calls
-        await asyncio.sleep(0.020)
+        await turns(10)
         assert polls.calls == settled  # asleep: no polling after the window
 
     runner(main())
@@ -51,13 +73,13 @@ def test_polls_through_the_window_then_sleeps(runner) -> None:  # type: ignore[n
 def test_stands_aside_while_model_work_holds_the_cores() -> None:
     async def main() -> None:
         busy = Counter(busy=True)
-        poll = BusyPoll(asyncio.get_running_loop(), 1_000_000, busy)  # 1 s window
+        poll = BusyPoll(asyncio.get_running_loop(), 1_000_000, busy, clock_ns=FakeNs())  # 1 s
         poll.touch()
-        await asyncio.sleep(0.005)
+        await turns(5)
         assert not poll.polling and busy.calls == 1  # looked once, then slept
         busy.busy = False
         poll.touch()  # the next response polls again
-        await asyncio.sleep(0.005)
+        await turns(5)
         assert poll.polling and busy.calls > 2
 
     asyncio.run(main())
@@ -68,7 +90,7 @@ def test_zero_window_never_polls_and_negative_is_refused() -> None:
         polls = Counter()
         poll = BusyPoll(asyncio.get_running_loop(), 0, polls)
         poll.touch()
-        await asyncio.sleep(0.005)
+        await turns(5)
         assert not poll.polling and polls.calls == 0
 
     asyncio.run(main())
