@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import textwrap
@@ -259,13 +260,22 @@ def write(
         else ""
     )
     ended = "" if math.isnan(load_end) else f" (at the end of the run {load_end:.2f})"
+    cores = os.cpu_count() or 1
+    crowded = (
+        f"\n**The load average exceeded the {cores} cores during this run**: other processes "
+        "took CPU time from the\nservers and the load generator, unevenly between backends "
+        "and repeats (see the min-max spread),\nso the ratios between backends are not "
+        "conclusive.\n"
+        if max(load, 0 if math.isnan(load_end) else load_end) > cores
+        else ""
+    )
     md = f"""## {title} on {COUNTS.get(len(backends), str(len(backends)))} backends \
 ({", ".join(SHORT[b] for b in backends)}) on CPU
 
 Machine: {_report.machine()}; cores {busy:.0%} busy just before measuring (other work may
 share this machine), load average {load:.2f}{ended}. Date {_report.today()}, commit
 {_report.commit()}; run time {elapsed:.0f} s.
-
+{crowded}
 {model_text}
 {target}
 In process: `backend.infer` in a loop in a fresh process per backend, no server; medians over
