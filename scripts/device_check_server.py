@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[object]] = []
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="device-check-models-") as tmp:
-        models = mlp.build(Path(tmp), backends, mlp.make_params())
+        models = mlp.build(Path(tmp), backends, mlp.make_params(mlp.MLP), mlp.MLP)
         if HEAD in labels:
             models[HEAD] = _build_head(Path(tmp) / HEAD)
         for label in labels:  # one failing model does not stop the others

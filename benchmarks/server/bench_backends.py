@@ -1,10 +1,13 @@
-"""One small MLP served by the ONNX Runtime, PyTorch, JAX and native backends on CPU.
+"""One small net served by the ONNX Runtime, PyTorch, JAX, TensorFlow and native backends on CPU.
 
-    .venv/bin/python benchmarks/server/bench_backends.py [--baseline REV] [--repeats 5]
+    .venv/bin/python benchmarks/server/bench_backends.py [--net mlp|seed] [--backends onnx,native,tf]
+        [--baseline REV] [--repeats 5]
 
-The MLP (256 -> 512 -> 512 -> 256, exact GELU, FP32, fixed-seed weights; see mlp_models.py) is
-written once per format with identical weights. Every model has the same config: max_batch_size
-64, dynamic batching, one CPU instance, each framework's default threads.
+The net (``--net mlp``, the default: 256 -> 512 -> 512 -> 256, exact GELU, FP32, fixed-seed
+weights; ``--net seed``: the seed document's ``y = x W + b``, W 2x2, b zeros; see mlp_models.py)
+is written once per format with identical weights (TensorFlow's as a SavedModel). Every model has
+the same config: max_batch_size 64, dynamic batching, one CPU instance, each framework's default
+threads.
 
 In process: a fresh process per backend loads it, checks its output against a float64 NumPy
 reference (allclose, or the run stops) and times ``backend.infer`` at batch 1 and 16 (no
@@ -15,16 +18,18 @@ drives it over V2 HTTP with binary tensors (the same seeded inputs for every bac
 concurrency. Medians over repeats.
 
 Why one process per backend (``--layout separate``, the default) rather than one process with
-all four: on 2 cores, a process that also holds the other frameworks' thread pools (ONNX
+all of them: on 2 cores, a process that also holds the other frameworks' thread pools (ONNX
 Runtime's spinning intra-op threads, PyTorch's OpenMP pool, XLA's) measures their interplay as
 much as the backend, and a model served alone is what a user who picks one backend runs.
-``--layout shared`` serves all four from one process instead, for comparison.
+``--layout shared`` serves all of them from one process instead, for comparison.
 
 ``--baseline REV`` adds one more entry, measured in the same run: this checkout's ``src/`` with
 the native backend and the CPU kernels (``BASELINE_PATHS``) as of git revision REV, copied to a
 temporary directory put first on PYTHONPATH (of its in-process worker and of its server).
-Writes benchmarks/results/bench_backends.csv and docs/PERFORMANCE.md's ``server-backends`` block, with
-whether the native backend is within 20% of the fastest backend's req/s (issue 6).
+Writes benchmarks/results/bench_backends.csv and docs/PERFORMANCE.md's ``server-backends`` block
+(``server-backends-seed`` for ``--net seed``), with whether the native backend is within 20% of
+the fastest backend's req/s (issue 6). TensorFlow Serving's own server is not measured: its
+binary ships as a Docker image or from Google's apt repository, neither available here.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from benchmarks.server.peers import launch  # noqa: E402
 # -- in process (one worker process per entry) ----------------------------------------------
 
 
-def worker(model_dir: Path, seconds: float, repeats: int) -> dict[str, object]:
+def worker(model_dir: Path, seconds: float, repeats: int, net: mlp.Net) -> dict[str, object]:
     """Load one backend, check it against the reference, time ``infer``: run as ``--worker``."""
     import accelserve
     from accelserve.config import parse_config
@@ -74,15 +79,15 @@ def worker(model_dir: Path, seconds: float, repeats: int) -> dict[str, object]:
 
     config = parse_config((model_dir / "config.pbtxt").read_text())
     backend = load_backend(model_dir / "1", config, Device("cpu", 0))
-    x = np.random.default_rng(123).standard_normal((16, mlp.WIDTHS[0])).astype(np.float32)
-    want = mlp.reference(x, mlp.make_params())
+    x = np.random.default_rng(123).standard_normal((16, net.inputs)).astype(np.float32)
+    want = mlp.reference(x, mlp.make_params(net), net)
     got = backend.infer({mlp.INPUT: x})[mlp.OUTPUT]
     if got.shape != want.shape or not np.allclose(got, want, atol=ATOL, rtol=RTOL):
         raise SystemExit(f"{model_dir.name}: output differs from the reference")
     timings: dict[int, list[float]] = {}
     for _ in range(repeats):
         for batch in BATCHES:
-            rows = np.random.default_rng(batch).standard_normal((batch, mlp.WIDTHS[0]))
+            rows = np.random.default_rng(batch).standard_normal((batch, net.inputs))
             inputs = {mlp.INPUT: rows.astype(np.float32)}
             t0 = time.perf_counter()
             while time.perf_counter() - t0 < 0.1:  # warm-up (JAX compiles each batch size)
@@ -103,6 +108,7 @@ def worker(model_dir: Path, seconds: float, repeats: int) -> dict[str, object]:
 def in_process(entry: Entry, model_dir: Path, args: argparse.Namespace) -> None:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(model_dir)]
     cmd += ["--inproc-seconds", str(args.inproc_seconds), "--repeats", str(args.repeats)]
+    cmd += ["--net", args.net.name]
     done = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, **entry.env}, check=False
     )
@@ -158,7 +164,7 @@ def start_server(
     repo: Path, check: Callable[[int], bool], env: dict[str, str], args: argparse.Namespace
 ) -> launch.RunningPeer:
     port = launch.free_port()
-    cmd = [str(ROOT / ".venv" / "bin" / "accelserve"), "serve", "--model-repository", str(repo)]
+    cmd = [sys.executable, "-m", "accelserve.cli", "serve", "--model-repository", str(repo)]
     cmd += ["--http-port", str(port), "--grpc-port", "0", "--metrics-port", "0"]
     launch.LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = launch.LOG_DIR / f"backends-{repo.name}.log"
@@ -192,7 +198,7 @@ def start_server(
 def drive(port: int, entry: Entry, args: argparse.Namespace) -> None:
     settings = BenchSettings(
         url=f"127.0.0.1:{port}",
-        model=mlp.model_name(entry.backend),
+        model=mlp.model_name(entry.backend, args.net),
         http_format="binary",
         concurrency=args.concurrency,
         duration_s=args.duration,
@@ -205,12 +211,13 @@ def drive(port: int, entry: Entry, args: argparse.Namespace) -> None:
 
 
 def served(root: Path, entries: list[Entry], args: argparse.Namespace) -> None:
-    x = np.random.default_rng(7).standard_normal((2, mlp.WIDTHS[0])).astype(np.float32)
-    want = mlp.reference(x, mlp.make_params())
+    net = args.net
+    x = np.random.default_rng(7).standard_normal((2, net.inputs)).astype(np.float32)
+    want = mlp.reference(x, mlp.make_params(net), net)
     for rep in range(args.repeats):
         order = entries[rep % len(entries) :] + entries[: rep % len(entries)]
         if args.layout == "shared":
-            names = [mlp.model_name(e.backend) for e in entries if e.name != BASE]
+            names = [mlp.model_name(e.backend, net) for e in entries if e.name != BASE]
             peer = start_server(root / "all", ready_check(names, x, want), {}, args)
             try:
                 for entry in order:
@@ -220,7 +227,7 @@ def served(root: Path, entries: list[Entry], args: argparse.Namespace) -> None:
                 peer.stop()
             continue
         for entry in order:
-            check = ready_check([mlp.model_name(entry.backend)], x, want)
+            check = ready_check([mlp.model_name(entry.backend, net)], x, want)
             try:
                 peer = start_server(root / entry.backend, check, entry.env, args)
             except launch.PeerError as exc:  # this repeat goes without it; the next tries again
@@ -288,6 +295,7 @@ def export_baseline(rev: str, target: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--net", choices=tuple(mlp.NETS), default=mlp.MLP.name)
     parser.add_argument("--backends", default=",".join(mlp.BACKENDS), help="comma-separated")
     parser.add_argument(
         "--baseline",
@@ -305,8 +313,9 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.net = mlp.NETS[args.net]
     if args.worker:
-        print(json.dumps(worker(Path(args.worker), args.inproc_seconds, args.repeats)))
+        print(json.dumps(worker(Path(args.worker), args.inproc_seconds, args.repeats, args.net)))
         return 0
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
@@ -317,7 +326,7 @@ def main() -> int:
     entries = [Entry(n, LABELS[n]) for n in names]
     with tempfile.TemporaryDirectory(prefix="accelserve-bench-backends-") as tmp:
         root = Path(tmp)
-        models = mlp.build(root, names, mlp.make_params())
+        models = mlp.build(root, names, mlp.make_params(args.net), args.net)
         if args.baseline:
             if "native" not in names:
                 parser.error("--baseline needs the native backend in --backends")
@@ -332,7 +341,7 @@ def main() -> int:
         load = os.getloadavg()[0]
         served(root, entries, args)
     elapsed = time.perf_counter() - t0
-    return write(entries, args, busy, load, elapsed)
+    return write(entries, args, busy, load, elapsed, os.getloadavg()[0])
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ Layers = list[tuple[np.ndarray, np.ndarray, str | None]]
 def layers(dtype: type) -> Layers:
     return [
         (np.asfortranarray(w.astype(dtype)), b.astype(dtype), activation)
-        for (w, b), activation in zip(mlp.make_params(), mlp.ACTIVATIONS, strict=True)
+        for (w, b), activation in zip(mlp.make_params(), mlp.MLP.activations, strict=True)
     ]
 
 
@@ -82,13 +82,13 @@ def main() -> int:
     fp32, fp16 = layers(np.float32), layers(np.float16)
     rng = np.random.default_rng(0)
     groups = []  # (what, rows, ours label, baseline label, fns)
-    x = rng.standard_normal((1, mlp.WIDTHS[0])).astype(np.float32)
+    x = rng.standard_normal((1, mlp.MLP.inputs)).astype(np.float32)
     row, batch = LinearChain(fp32), LinearChain(fp32, one_row_kernel=False)
     np.testing.assert_allclose(row(x), batch(x), rtol=1e-4, atol=1e-5)
     groups.append(("FP32", 1, "one-row kernel", "batch kernel", (lambda: row(x), lambda: batch(x))))
     chain16, old16 = LinearChain(fp16), per_layer(fp16)
     for rows in (1, 16):
-        x16 = rng.standard_normal((rows, mlp.WIDTHS[0])).astype(np.float16)
+        x16 = rng.standard_normal((rows, mlp.MLP.inputs)).astype(np.float16)
         np.testing.assert_allclose(
             chain16(x16).astype(np.float16).astype(np.float32),
             old16(x16).astype(np.float32),

@@ -3,7 +3,8 @@
     python examples/seed/seed_deploy.py [--repository DIR] [--device /device:GPU:0]
 
 1. build the linear model y = x @ W + b (W 2x2 random, b zeros) in TensorFlow;
-2. export it as a SavedModel into a Triton-layout repository, with its config.pbtxt;
+2. export it with one call, accelserve.export: a SavedModel in a Triton-layout repository, its
+   config.pbtxt, and a check that the exported model answers as TensorFlow does;
 3. load it in this process with accelserve.load on the GPU (the CPU when there is none, saying
    so) and compare with TensorFlow on a 100x2 random input;
 4. serve the repository with `accelserve serve` and call the model with tritonclient (KServe V2)
@@ -34,13 +35,7 @@ import numpy as np
 MODEL = "seed"
 ROWS = 100
 TOLERANCE = 1e-5
-CONFIG = f"""name: "{MODEL}"
-platform: "tensorflow_savedmodel"
-max_batch_size: 128
-dynamic_batching {{ }}
-input [{{ name: "x" data_type: TYPE_FP32 dims: [2] }}]
-output [{{ name: "y" data_type: TYPE_FP32 dims: [2] }}]
-"""
+MAX_BATCH = 128
 
 
 # -- 1. the model, as the seed defines it ------------------------------------------------------
@@ -58,9 +53,8 @@ def build_model(tf: Any, seed: int = 0) -> Any:
             self.W = tf.Variable(tf.random.normal([2, 2]), name="W")
             self.b = tf.Variable(tf.zeros([2]), name="b")
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def serve(self, x: Any) -> dict[str, Any]:
-            return {"y": tf.matmul(x, self.W) + self.b}
+        def __call__(self, x: Any) -> Any:
+            return tf.matmul(x, self.W) + self.b
 
     return Linear()
 
@@ -68,16 +62,26 @@ def build_model(tf: Any, seed: int = 0) -> Any:
 # -- 2. export into a model repository ---------------------------------------------------------
 
 
-def export(tf: Any, module: Any, repository: Path) -> Path:
-    """<repository>/seed/config.pbtxt and <repository>/seed/1/model.savedmodel/."""
-    model_dir = repository / MODEL
-    tf.saved_model.save(
+def export(module: Any, x: np.ndarray, repository: Path) -> Path:
+    """<repository>/seed/<next version>/model.savedmodel/ and <repository>/seed/config.pbtxt,
+    written by accelserve.export: input "x" from the example's key, output "y", the first
+    dimension the batch (up to MAX_BATCH, with dynamic batching). The export loads what it
+    wrote and compares it with ``module`` on ``x`` (and a larger batch), raising if they differ."""
+    import accelserve
+
+    result = accelserve.export(
         module,
-        str(model_dir / "1" / "model.savedmodel"),
-        signatures={"serving_default": module.serve},
+        repository / MODEL,
+        example_inputs={"x": x},
+        output_names=["y"],
+        max_batch_size=MAX_BATCH,
     )
-    (model_dir / "config.pbtxt").write_text(CONFIG)
-    return model_dir
+    print(
+        f"[2] exported version {result.version} ({result.platform}) and its config to "
+        f"{result.model_dir}; checked against TensorFlow: max |difference| "
+        f"{result.max_difference:.2e}"
+    )
+    return result.model_dir
 
 
 # -- 3. load it on the accelerator, in this process --------------------------------------------
@@ -130,11 +134,10 @@ def call_with_tritonclient(http_port: int, x: np.ndarray) -> np.ndarray:
     return result
 
 
-# ==== TF Serving REST call (issue 13 item 2 implements the route) =============================
-def call_tf_serving_rest(http_port: int, x: np.ndarray) -> np.ndarray | None:
+def call_tf_serving_rest(http_port: int, x: np.ndarray) -> np.ndarray:
     """TensorFlow Serving's row format: POST /v1/models/seed:predict {"instances": [...]},
-    answered with {"predictions": [...]}. None (with a message) where this server has no TF
-    Serving API yet (404, or 405 from a server that routes /v1 paths for other methods)."""
+    answered with {"predictions": [...]}, as a TF Serving client sends it. A refusal raises
+    RuntimeError with the status and TF Serving's {"error": ...} message."""
     url = f"http://127.0.0.1:{http_port}/v1/models/{MODEL}:predict"
     body = json.dumps({"instances": x.tolist()}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
@@ -142,13 +145,8 @@ def call_tf_serving_rest(http_port: int, x: np.ndarray) -> np.ndarray | None:
         with urllib.request.urlopen(request, timeout=30) as response:
             return np.asarray(json.loads(response.read())["predictions"], np.float32)
     except urllib.error.HTTPError as exc:
-        if exc.code in (404, 405):  # no such route here (405: not for POST)
-            print(f"[4] TF Serving API not available on this server ({exc.code}); skipped")
-            return None
-        raise
-
-
-# ==============================================================================================
+        detail = exc.read().decode(errors="replace")[:500]
+        raise RuntimeError(f"POST {url} answered {exc.code}: {detail}") from None
 
 
 def _free_port() -> int:
@@ -194,11 +192,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(tf: Any, repository: Path, device: str) -> int:
     module = build_model(tf)
-    model_dir = export(tf, module, repository)
-    print(f"[2] exported the SavedModel and its config to {model_dir}")
-
     x = tf.random.normal([ROWS, 2], seed=1).numpy()
-    expected = module.serve(tf.constant(x))["y"].numpy()  # TensorFlow's own answer
+    expected = module(tf.constant(x)).numpy()  # TensorFlow's own answer
+    model_dir = export(module, x, repository)
 
     model, device = load_on_device(model_dir, device)
     try:
@@ -212,9 +208,11 @@ def run(tf: Any, repository: Path, device: str) -> int:
         ok &= _compare(
             "[4] tritonclient (KServe V2)", call_with_tritonclient(http_port, x), expected
         )
-        predictions = call_tf_serving_rest(http_port, x)
-        if predictions is not None:
-            ok &= _compare("[4] TF Serving REST", predictions, expected)
+        try:
+            ok &= _compare("[4] TF Serving REST", call_tf_serving_rest(http_port, x), expected)
+        except RuntimeError as exc:
+            print(f"[4] TF Serving REST request FAILED: {exc}")
+            ok = False
     print("all answers agree with TensorFlow" if ok else "an answer DIFFERS from TensorFlow")
     return 0 if ok else 1
 

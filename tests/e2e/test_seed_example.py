@@ -1,7 +1,7 @@
 """examples/seed/seed_deploy.py end to end in CPU mode: with CUDA hidden from accelserve
-(ACCELSERVE_DISABLE_CUDA=1) the script asks for /device:GPU:0, says it falls back to the CPU,
-and every answer (in process, tritonclient, TF Serving REST where the server has it) must agree
-with TensorFlow's, or the script exits 1."""
+(ACCELSERVE_DISABLE_CUDA=1) the script exports the model with accelserve.export, asks for
+/device:GPU:0, says it falls back to the CPU, and every answer (in process, tritonclient, TF
+Serving REST) must agree with TensorFlow's, or the script exits 1."""
 
 from __future__ import annotations
 
@@ -32,15 +32,15 @@ def test_the_seed_example_runs_on_the_cpu_and_agrees_with_tensorflow(tmp_path: P
     )
     output = completed.stdout
     assert completed.returncode == 0, output + completed.stderr
+    assert "[2] exported version 1 (tensorflow_savedmodel)" in output
     assert "[3] /device:GPU:0 is not available" in output
     assert "running on the CPU instead" in output
     assert "[3] loaded with accelserve.load on cpu" in output
     assert "[3] in process: shape [100, 2]" in output
     assert "[4] tritonclient (KServe V2): shape [100, 2]" in output
-    assert (
-        "[4] TF Serving REST: shape [100, 2]" in output
-        or "[4] TF Serving API not available" in output
-    )
+    assert "[4] TF Serving REST: shape [100, 2]" in output
     assert output.rstrip().endswith("all answers agree with TensorFlow")
-    assert (repository / "seed" / "config.pbtxt").is_file()
+    config = (repository / "seed" / "config.pbtxt").read_text()
+    assert 'platform: "tensorflow_savedmodel"' in config
+    assert "max_batch_size: 128" in config
     assert (repository / "seed" / "1" / "model.savedmodel" / "saved_model.pb").is_file()

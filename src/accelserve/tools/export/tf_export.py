@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from accelserve.tools.export.request import (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 # TensorFlow and Triton each carry LLVM; with TensorFlow loaded first, a later Triton import
 # (torch.export and torch.compile import it) aborts the process on LLVM's options registered
-# twice. Triton first is fine, so it goes first when it is installed.
-if importlib.util.find_spec("triton") is not None:
+# twice. Triton first is fine, so it goes first when it is installed, unless the caller already
+# imported TensorFlow (a user who built the model does): then importing Triton aborts at once.
+if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
     import triton  # noqa: F401
 
 import tensorflow as tf
