@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from accelserve.config import config_to_json
@@ -33,12 +33,13 @@ from accelserve.errors import (
 from accelserve.model import READY, ModelRecord, ModelVersion
 from accelserve.names import check_model_name
 from accelserve.stats import ModelStats, failure_reason
-from accelserve.types import InferRequest, InferResponse
+from accelserve.types import InferRequest, InferResponse, StreamResponse
 from accelserve.validation import prepare_inputs
 from accelserve.version import __version__
 
 EXTENSIONS = [
     "binary_tensor_data",
+    "generate",
     "model_configuration",
     "model_repository",
     "parameters",
@@ -142,6 +143,31 @@ class DataPlane:
     # -- inference --------------------------------------------------------------------------
 
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
+        model = self._admitted(name, version, request)
+        outputs = await model.runner.infer(request)  # counts its own failures
+        if request.outputs:
+            outputs = {n: outputs[n] for n in request.outputs}
+        return InferResponse(name, model.version, outputs, request.id)
+
+    async def infer_stream(
+        self, name: str, version: str, request: InferRequest
+    ) -> AsyncIterator[StreamResponse]:
+        """The responses to one request, as the model sends them: a decoupled model's (Triton's
+        ``model_transaction_policy { decoupled: true }``) zero or more then the final flag; any
+        other model's one response, final. An error raised here is the request's refusal."""
+        model = self._admitted(name, version, request)
+        stream = getattr(model.runner, "infer_stream", None)
+        if stream is None:
+            outputs = await model.runner.infer(request)
+            if request.outputs:
+                outputs = {n: outputs[n] for n in request.outputs}
+            yield StreamResponse(name, model.version, request.id, outputs, True)
+            return
+        async for part in stream(request):
+            yield part
+
+    def _admitted(self, name: str, version: str, request: InferRequest) -> ModelVersion:
+        """The READY version, with ``request`` checked against its config (failures counted)."""
         if self.stopping:
             error = UnavailableError("the server is shutting down and accepts no new requests")
             self.record_failure(name, version, error)
@@ -158,10 +184,7 @@ class DataPlane:
         except AccelServeError as exc:
             model.stats.record_failure(failure_reason(exc), time.perf_counter_ns() - start)
             raise
-        outputs = await model.runner.infer(request)  # counts its own failures
-        if request.outputs:
-            outputs = {n: outputs[n] for n in request.outputs}
-        return InferResponse(name, model.version, outputs, request.id)
+        return model
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> None:
         """Count an inference request that failed in a frontend, before ``infer`` (a body

@@ -52,6 +52,7 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     dataplane = DataPlane(
         repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
     )
+    repository.caller = dataplane  # models that call other models (BLS) go through it
     await repository.load_all()
     release_free_memory()
 
