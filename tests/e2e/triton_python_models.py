@@ -204,8 +204,10 @@ input [ { name: "IN" data_type: TYPE_FP32 dims: [ 1 ] } ]
 output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]
 """
 
-# IN < 0: raises; IN == 0: an error response (TritonError); else returns an undeclared output.
+# IN < 0: raises; IN == 0: an error response (TritonError); IN == 99: the worker exits;
+# else returns an undeclared output.
 FAILING = """
+import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -217,6 +219,8 @@ class TritonPythonModel:
             value = float(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
             if value < 0:
                 raise ValueError(f"negative input {value}")
+            if value == 99:
+                os._exit(3)
             if value == 0:
                 error = pb_utils.TritonError("zero is not allowed", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
