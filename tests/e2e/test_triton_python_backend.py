@@ -81,6 +81,31 @@ def test_add_sub_over_http_and_grpc(client: str, request: pytest.FixtureRequest)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
 
 
+def _custom_metrics(server: ServerProcess) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(("add_sub_requests{", "add_sub_last_batch{"))
+    }
+
+
+def test_custom_metrics_are_exported_on_metrics(
+    http: httpclient.InferenceServerClient, server: ServerProcess
+) -> None:
+    key = 'add_sub_requests{model="add_sub"}'
+    http.infer("add_sub", _inputs(httpclient, INPUT0=A, INPUT1=B))
+    before = _custom_metrics(server)[key]
+    for _ in range(3):
+        http.infer("add_sub", _inputs(httpclient, INPUT0=A, INPUT1=B))
+    after = _custom_metrics(server)
+    assert after[key] == before + 3
+    assert after['add_sub_last_batch{model="add_sub"}'] == 1.0
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    assert "# TYPE add_sub_requests counter" in text
+    assert "# HELP add_sub_last_batch requests in the last execute()" in text
+
+
 def test_initialize_gets_tritons_args_and_requests_their_fields(
     http: httpclient.InferenceServerClient, repository: Path
 ) -> None:

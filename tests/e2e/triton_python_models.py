@@ -38,8 +38,18 @@ class TritonPythonModel:
             pb_utils.get_output_config_by_name(config, "OUTPUT1")["data_type"]
         )
         pb_utils.Logger.log_info(f"initialized {args['model_name']}")
+        family = pb_utils.MetricFamily(
+            "add_sub_requests", "requests add_sub has seen", pb_utils.MetricFamily.COUNTER
+        )
+        self.requests = family.Metric(labels={"model": args["model_name"]})
+        gauge = pb_utils.MetricFamily(
+            "add_sub_last_batch", "requests in the last execute()", pb_utils.MetricFamily.GAUGE
+        )
+        self.last_batch = gauge.Metric(labels={"model": args["model_name"]})
 
     def execute(self, requests):
+        self.requests.increment(len(requests))
+        self.last_batch.set(len(requests))
         responses = []
         for request in requests:
             in0 = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()

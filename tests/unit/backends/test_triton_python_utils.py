@@ -20,6 +20,7 @@ class RecordingRuntime:
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, Any, int]] = []
+        self.metrics: list[tuple[str, dict[str, str], float]] = []
 
     def send(self, tag: int, response: Any, flags: int) -> None:
         self.sent.append((tag, response, flags))
@@ -29,6 +30,9 @@ class RecordingRuntime:
 
     def cancelled(self, tag: int) -> bool:
         return tag == 9
+
+    def metric(self, family: Any, labels: dict[str, str], value: float) -> None:
+        self.metrics.append((family.name, labels, value))
 
 
 @pytest.fixture()
@@ -96,13 +100,18 @@ def test_cancellation_and_requests_built_by_a_model(runtime: RecordingRuntime) -
     assert request.is_cancelled()
 
 
-def test_metrics_keep_their_value() -> None:
+def test_metrics_keep_their_value_and_report_each_change(runtime: RecordingRuntime) -> None:
     family = pb.MetricFamily("requests", "requests seen", pb.MetricFamily.COUNTER)
     metric = family.Metric(labels={"model": "m"})
     metric.increment(2)
     assert metric.value() == 2
-    with pytest.raises(pb.TritonModelException):
+    with pytest.raises(pb.TritonModelException, match="cannot be set"):
         metric.set(5)
+    with pytest.raises(pb.TritonModelException, match="cannot be incremented by a negative"):
+        metric.increment(-1)
+    assert runtime.metrics == [("requests", {"model": "m"}, 0.0), ("requests", {"model": "m"}, 2.0)]
+    with pytest.raises(pb.TritonModelException, match="histograms"):
+        pb.MetricFamily("h", "a histogram", pb.MetricFamily.HISTOGRAM)
 
 
 @pytest.mark.parametrize(

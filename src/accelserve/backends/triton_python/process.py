@@ -41,6 +41,7 @@ class WorkerProcess:
         child.close()
         self.conn = parent
         self._lock = threading.Lock()
+        self._early: list[tuple[str, Any]] = []  # messages during the handshake, for listen()
         self._finalizer = weakref.finalize(self, _kill, self.process, parent)
 
     # -- the handshake (blocking: call it in a thread) -----------------------------------------
@@ -48,10 +49,14 @@ class WorkerProcess:
     def handshake(self, kind: str, payload: Any, expect: str, timeout: float) -> Any:
         try:
             self.send(kind, payload)
-            if not self.conn.poll(timeout):
-                self.kill()
-                raise WorkerFailure(f"did not answer {kind} within {timeout:g} s")
-            answer, value = python_worker.recv(self.conn)
+            while True:
+                if not self.conn.poll(timeout):
+                    self.kill()
+                    raise WorkerFailure(f"did not answer {kind} within {timeout:g} s")
+                answer, value = python_worker.recv(self.conn)
+                if answer != "metric":
+                    break
+                self._early.append((answer, value))  # initialize() made a metric
         except (EOFError, OSError):
             raise WorkerFailure(f"the worker process exited ({self.exit_reason()})") from None
         if answer == "init_error":
@@ -70,6 +75,9 @@ class WorkerProcess:
         on_exit: Callable[[str], None],
     ) -> None:
         def read() -> None:
+            for kind, payload in self._early:
+                loop.call_soon_threadsafe(on_message, kind, payload)
+            self._early.clear()
             while True:
                 try:
                     kind, payload = python_worker.recv(self.conn)

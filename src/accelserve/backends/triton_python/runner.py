@@ -190,10 +190,20 @@ class TritonPythonRunner:
             self._deliver(*payload)
         elif kind == "done":
             self._done(slot, payload)
+        elif kind == "metric":
+            self._metric(*payload)
         elif kind == "call":
             task = asyncio.create_task(self._call(slot, *payload))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _metric(
+        self, name: str, kind: str, description: str, labels: dict[str, str], value: float
+    ) -> None:
+        family = self._stats.custom.get(name)
+        if family is None or family[0] != kind:
+            family = self._stats.custom[name] = (kind, description, {})
+        family[2][tuple(sorted(labels.items()))] = value
 
     def _deliver(self, tag: int, outputs: Any, error: Any, final: bool) -> None:
         pending = self._tags.get(tag)

@@ -5,8 +5,8 @@ name (``import triton_python_backend_utils as pb_utils``); the worker (``worker.
 there and connects it to the server through ``_RUNTIME``. Written from python_backend's public
 README: names, arguments and semantics follow it.
 
-Custom metrics (``MetricFamily``/``Metric``) are kept in the worker and answer ``value()``; they
-are not yet exported on the server's ``/metrics`` (docs/backends.md).
+Custom metrics (``MetricFamily``/``Metric``, counters and gauges) report every change to the
+server, which exports them on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class Runtime(Protocol):
     def call(self, request: InferenceRequest, decoupled: bool) -> list[InferenceResponse]: ...
 
     def cancelled(self, tag: int) -> bool: ...
+
+    def metric(self, family: MetricFamily, labels: dict[str, str], value: float) -> None: ...
 
 
 _RUNTIME: Runtime | None = None
@@ -365,6 +367,11 @@ class MetricFamily:
     COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
 
     def __init__(self, name: str, description: str, kind: int) -> None:
+        if kind not in (MetricFamily.COUNTER, MetricFamily.GAUGE):
+            raise TritonModelException(
+                f"MetricFamily '{name}': kind must be MetricFamily.COUNTER or GAUGE (histograms "
+                f"are not supported); received {kind!r}"
+            )
         self.name, self.description, self.kind = name, description, kind
 
     def Metric(self, labels: dict[str, str] | None = None) -> Metric:
@@ -372,19 +379,31 @@ class MetricFamily:
 
 
 class Metric:
+    """One labelled series of a family; each change is reported to the server's /metrics."""
+
     def __init__(self, family: MetricFamily, labels: dict[str, str]) -> None:
-        self.family, self.labels = family, labels
+        self.family, self.labels = family, {str(k): str(v) for k, v in labels.items()}
         self._value = 0.0
+        self._lock = threading.Lock()
+        self._report()
 
     def increment(self, value: float) -> None:
         if self.family.kind == MetricFamily.COUNTER and value < 0:
             raise TritonModelException("a counter cannot be incremented by a negative value")
-        self._value += value
+        with self._lock:
+            self._value += value
+            self._report()
 
     def set(self, value: float) -> None:
         if self.family.kind == MetricFamily.COUNTER:
             raise TritonModelException("a counter cannot be set; use increment()")
-        self._value = value
+        with self._lock:
+            self._value = float(value)
+            self._report()
+
+    def _report(self) -> None:
+        if _RUNTIME is not None:
+            _RUNTIME.metric(self.family, self.labels, self._value)
 
     def value(self) -> float:
         return self._value

@@ -61,6 +61,10 @@ class _Runtime:
     def cancelled(self, tag: int) -> bool:
         return tag in self._cancelled
 
+    def metric(self, family: pb.MetricFamily, labels: dict[str, str], value: float) -> None:
+        kind = "counter" if family.kind == pb.MetricFamily.COUNTER else "gauge"
+        self.post("metric", (family.name, kind, family.description, labels, value))
+
     def call(self, request: pb.InferenceRequest, decoupled: bool) -> list[pb.InferenceResponse]:
         if not request.model_name():
             raise pb.TritonModelException("InferenceRequest needs a model_name to be executed")
