@@ -4,6 +4,7 @@ streaming) and with httpx on Triton's generate extension. One server for the who
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import time
@@ -385,3 +386,41 @@ def test_worker_that_exits_fails_its_request_and_is_restarted(
     assert "zero is not allowed" in again.value.message()
     stats = http.get_inference_statistics("failing")["model_stats"][0]["inference_stats"]
     assert stats["fail"]["count"] >= 2
+
+
+def test_asyncio_grpc_client_infers_and_streams(server: ServerProcess) -> None:
+    import tritonclient.grpc.aio as aioclient
+
+    async def main() -> tuple[np.ndarray, list[int], list[str]]:
+        client = aioclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            result = await client.infer("add_sub", _inputs(aioclient, INPUT0=A, INPUT1=B))
+
+            async def requests() -> Any:
+                yield {
+                    "model_name": "repeat",
+                    "inputs": _repeat_inputs(aioclient, 3),
+                    "request_id": "a1",
+                }
+                yield {
+                    "model_name": "missing",
+                    "inputs": _repeat_inputs(aioclient, 1),
+                    "request_id": "a2",
+                }
+
+            indices, errors = [], []
+            async for answer, error in client.stream_infer(requests()):
+                if error is not None:
+                    errors.append(str(error))
+                else:
+                    indices.append(int(answer.as_numpy("IDX")[0]))
+                if len(indices) == 3 and errors:
+                    break
+            return result.as_numpy("OUTPUT0"), indices, errors
+        finally:
+            await client.close()
+
+    output, indices, errors = asyncio.run(main())
+    np.testing.assert_array_equal(output, A + B)
+    assert indices == [0, 1, 2]
+    assert len(errors) == 1 and "unknown model: 'missing'" in errors[0]
