@@ -325,7 +325,9 @@ class TritonPythonRunner:
     # -- business logic scripting ----------------------------------------------------------------
 
     async def _call(self, slot: _Slot, call_id: int, spec: dict[str, Any], decoupled: bool) -> None:
-        results: list[tuple[Any, str | None]] = []
+        """One call the model makes to another model: each response goes back to the worker as
+        it comes (a decoupled model's many), then word that the call is complete. A failure is
+        a response with an error, as in Triton."""
         request = InferRequest(
             inputs=spec["inputs"],
             outputs=spec["outputs"],
@@ -333,6 +335,12 @@ class TritonPythonRunner:
             parameters=spec["parameters"],
         )
         name, version = spec["model_name"], spec["model_version"]
+
+        def reply(outputs: Any, error: str | None, complete: bool) -> None:
+            if slot.worker is not None:
+                answers = [] if outputs is None and error is None else [(outputs, error)]
+                slot.worker.try_send("reply", (call_id, answers, complete))
+
         try:
             caller = self._caller()
             if caller is None:
@@ -340,19 +348,18 @@ class TritonPythonRunner:
             if decoupled:
                 async for part in caller.infer_stream(name, version, request):
                     if part.error is not None:
-                        results.append((None, _message(part.error)))
+                        reply(None, _message(part.error), False)
                     elif part.outputs is not None:
-                        results.append((part.outputs, None))
+                        reply(part.outputs, None, False)
+                reply(None, None, True)
             else:
                 response = await caller.infer(name, version, request)
-                results.append((response.outputs, None))
+                reply(response.outputs, None, True)
         except AccelServeError as exc:
-            results.append((None, exc.message))
+            reply(None, exc.message, True)
         except Exception:
             log.exception("model '%s': a call to model '%s' failed", self.name, name)
-            results.append((None, "internal server error"))
-        if slot.worker is not None:
-            slot.worker.try_send("reply", (call_id, results))
+            reply(None, "internal server error", True)
 
     def _rows(self, request: InferRequest) -> int:
         return _rows(request, self.config.max_batch_size > 0)

@@ -15,6 +15,7 @@ import asyncio
 import json
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -64,7 +65,7 @@ class Runtime(Protocol):
 
     def send(self, tag: int, response: InferenceResponse | None, flags: int) -> None: ...
 
-    def call(self, request: InferenceRequest, decoupled: bool) -> list[InferenceResponse]: ...
+    def call(self, request: InferenceRequest, decoupled: bool) -> Iterator[InferenceResponse]: ...
 
     def cancelled(self, tag: int) -> bool: ...
 
@@ -269,10 +270,13 @@ class InferenceRequest:
         return self._sender
 
     def exec(self, decoupled: bool = False) -> Any:
-        """Run this request on ``model_name`` and wait: one InferenceResponse, or (decoupled)
-        an iterator over every response the model sends."""
+        """Run this request on ``model_name``: wait for its InferenceResponse, or (decoupled)
+        return an iterator over the responses, each as the called model sends it."""
         responses = _runtime().call(self, decoupled)
-        return iter(responses) if decoupled else responses[0]
+        if decoupled:
+            return responses
+        answers = list(responses)  # read to its end, so the call is complete
+        return answers[0]
 
     async def async_exec(self, decoupled: bool = False) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, self.exec, decoupled)

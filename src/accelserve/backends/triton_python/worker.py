@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -42,7 +43,7 @@ class _Runtime:
         self.conn = conn
         self._send_lock = threading.Lock()
         self._cancelled: set[int] = set()
-        self._calls: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._calls: dict[int, queue.Queue[Any]] = {}  # a BLS call's responses, then None
         self._call_ids = itertools.count()
         self.work: queue.Queue[tuple[str, Any]] = queue.Queue()
 
@@ -65,12 +66,13 @@ class _Runtime:
         kind = "counter" if family.kind == pb.MetricFamily.COUNTER else "gauge"
         self.post("metric", (family.name, kind, family.description, labels, value))
 
-    def call(self, request: pb.InferenceRequest, decoupled: bool) -> list[pb.InferenceResponse]:
+    def call(self, request: pb.InferenceRequest, decoupled: bool) -> Iterator[pb.InferenceResponse]:
+        """Send the call now; its responses arrive as the called model sends them."""
         if not request.model_name():
             raise pb.TritonModelException("InferenceRequest needs a model_name to be executed")
         call_id = next(self._call_ids)
-        event, slot = threading.Event(), list[Any]()
-        self._calls[call_id] = (event, slot)
+        answers: queue.Queue[Any] = queue.Queue()
+        self._calls[call_id] = answers
         spec = {
             "model_name": request.model_name(),
             "model_version": "" if request.model_version() < 0 else str(request.model_version()),
@@ -80,9 +82,15 @@ class _Runtime:
             "parameters": json.loads(request.parameters() or "{}"),
         }
         self.post("call", (call_id, spec, decoupled))
-        event.wait()
-        del self._calls[call_id]
-        return [_decode_response(outputs, error) for outputs, error in slot[0]]
+        return self._answers(call_id, answers)
+
+    def _answers(self, call_id: int, answers: queue.Queue[Any]) -> Iterator[pb.InferenceResponse]:
+        while True:
+            answer = answers.get()
+            if answer is None:  # the call is complete
+                del self._calls[call_id]
+                return
+            yield _decode_response(*answer)
 
     # -- the reader thread ------------------------------------------------------------------------
 
@@ -95,11 +103,13 @@ class _Runtime:
                 return
             if kind == "cancel":
                 self._cancelled.add(payload)
-            elif kind == "reply":
-                call_id, responses = payload
-                event, slot = self._calls[call_id]
-                slot.append(responses)
-                event.set()
+            elif kind == "reply":  # some responses of a call, and whether it is complete
+                call_id, responses, complete = payload
+                answers = self._calls[call_id]
+                for response in responses:
+                    answers.put(response)
+                if complete:
+                    answers.put(None)
             else:
                 self.work.put((kind, payload))
 
