@@ -374,6 +374,17 @@ def test_failing_model_is_a_clear_error_and_others_keep_serving(
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
 
 
+def test_model_that_answers_with_its_sender_or_not_at_all(
+    http: httpclient.InferenceServerClient,
+) -> None:
+    result = http.infer("sender_style", _inputs(httpclient, IN=np.array([4], np.int32)))
+    np.testing.assert_array_equal(result.as_numpy("OUT"), [40])
+    with pytest.raises(InferenceServerException) as caught:
+        http.infer("sender_style", _inputs(httpclient, IN=np.array([0], np.int32)))
+    assert caught.value.status() == "500"
+    assert "execute() returned without a response to this request" in caught.value.message()
+
+
 def test_worker_that_exits_fails_its_request_and_is_restarted(
     http: httpclient.InferenceServerClient,
 ) -> None:

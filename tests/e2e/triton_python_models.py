@@ -345,6 +345,30 @@ class Model:
         return {"Y": batch["X"] + 1}
 """
 
+SENDER_STYLE_CONFIG = """
+name: "sender_style"
+backend: "python"
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+# Not decoupled, yet answers through the response sender (Triton allows it); IN == 0: no answer.
+SENDER_STYLE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            value = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            if value[0] != 0:
+                response = pb_utils.InferenceResponse([pb_utils.Tensor("OUT", value * 10)])
+                request.get_response_sender().send(
+                    response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                )
+        return None
+"""
+
 MODELS = {
     "add_sub": (ADD_SUB_CONFIG.format(name="add_sub"), ADD_SUB),
     "args": (ARGS_CONFIG, ARGS),
@@ -355,6 +379,7 @@ MODELS = {
     "auto_batch": (AUTO_CONFIG, AUTO),
     "broken_init": (BROKEN_CONFIG, BROKEN),
     "own_style": (OWN_STYLE_CONFIG, OWN_STYLE),
+    "sender_style": (SENDER_STYLE_CONFIG, SENDER_STYLE),
 }
 
 

@@ -258,7 +258,14 @@ class TritonPythonRunner:
                     pending, ModelExecutionError(f"model '{self.name}': execute() raised {text}")
                 )
             elif not self.decoupled and not pending.finished:
-                self._fail(pending, ModelExecutionError(f"model '{self.name}': no response"))
+                self._fail(
+                    pending,
+                    ModelExecutionError(
+                        f"model '{self.name}': execute() returned without a response to this "
+                        "request (return one InferenceResponse per request, or send it with the "
+                        "request's response sender and the final flag)"
+                    ),
+                )
         if slot.worker is not None:
             self._idle.append(slot)
         self._kick()

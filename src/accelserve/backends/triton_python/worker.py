@@ -156,8 +156,10 @@ def _execute(runtime: _Runtime, model: Any, batch: list[dict[str, Any]], decoupl
     result = model.execute(requests)
     if inspect.iscoroutine(result):  # `async def execute`, as Triton allows (for async_exec)
         result = asyncio.run(result)
-    if decoupled:
-        return  # responses go out through each request's sender
+    if decoupled or result is None:
+        # Responses go out through each request's sender (a model that is not decoupled may
+        # answer that way too; the server fails any request left without a response).
+        return
     if not isinstance(result, list | tuple) or len(result) != len(requests):
         got = f"{len(result)} responses" if isinstance(result, list | tuple) else repr(result)
         raise TypeError(
