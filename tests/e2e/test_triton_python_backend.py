@@ -435,3 +435,19 @@ def test_asyncio_grpc_client_infers_and_streams(server: ServerProcess) -> None:
     np.testing.assert_array_equal(output, A + B)
     assert indices == [0, 1, 2]
     assert len(errors) == 1 and "unknown model: 'missing'" in errors[0]
+
+
+def test_unload_calls_finalize_and_load_starts_it_again(repository: Path) -> None:
+    key = "triton-python-key"
+    process = ServerProcess(repository, "--model-control-mode", "explicit", "--api-key", key)
+    try:
+        client = httpclient.InferenceServerClient(process.url)
+        headers = {"Authorization": f"Bearer {key}"}
+        client.unload_model("add_sub", headers=headers)
+        assert not client.is_model_ready("add_sub")
+        assert "INFO [python model] finalized" in process.output()
+        client.load_model("add_sub", headers=headers)
+        result = client.infer("add_sub", _inputs(httpclient, INPUT0=A, INPUT1=B))
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
+    finally:
+        process.stop()
