@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from accelserve.classification import classify, requested_classes
@@ -37,13 +37,14 @@ from accelserve.model import READY, ModelRecord, ModelVersion
 from accelserve.names import check_model_name
 from accelserve.shared_memory import SharedMemoryRegistry
 from accelserve.stats import ModelStats, failure_reason
-from accelserve.types import InferRequest, InferResponse
+from accelserve.types import InferRequest, InferResponse, StreamResponse
 from accelserve.validation import prepare_inputs
 from accelserve.version import __version__
 
 EXTENSIONS = [
     "binary_tensor_data",
     "classification",
+    "generate",
     "model_configuration",
     "model_repository",
     "parameters",
@@ -150,6 +151,27 @@ class DataPlane:
     # -- inference --------------------------------------------------------------------------
 
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
+        model = self._admitted(name, version, request)
+        outputs = await model.runner.infer(request)  # counts its own failures
+        return InferResponse(name, model.version, _requested(model, request, outputs), request.id)
+
+    async def infer_stream(
+        self, name: str, version: str, request: InferRequest
+    ) -> AsyncIterator[StreamResponse]:
+        """The responses to one request, as the model sends them: a decoupled model's (Triton's
+        ``model_transaction_policy { decoupled: true }``) zero or more then the final flag; any
+        other model's one response, final. An error raised here is the request's refusal."""
+        model = self._admitted(name, version, request)
+        stream = getattr(model.runner, "infer_stream", None)
+        if stream is None:
+            outputs = _requested(model, request, await model.runner.infer(request))
+            yield StreamResponse(name, model.version, request.id, outputs, True)
+            return
+        async for part in stream(request):
+            yield part
+
+    def _admitted(self, name: str, version: str, request: InferRequest) -> ModelVersion:
+        """The READY version, with ``request`` checked against its config (failures counted)."""
         if self.stopping:
             error = UnavailableError("the server is shutting down and accepts no new requests")
             self.record_failure(name, version, error)
@@ -166,16 +188,7 @@ class DataPlane:
         except AccelServeError as exc:
             model.stats.record_failure(failure_reason(exc), time.perf_counter_ns() - start)
             raise
-        outputs = await model.runner.infer(request)  # counts its own failures
-        if request.outputs:
-            outputs = {n: outputs[n] for n in request.outputs}
-            classes = requested_classes(request.outputs)
-            if classes:  # Triton's classification extension: top-k "value:index:label"
-                batched = model.config.max_batch_size > 0
-                for name, k in classes.items():
-                    labels = model.labels.get(name, [])
-                    outputs[name] = classify(name, outputs[name], k, labels, batched)
-        return InferResponse(name, model.version, outputs, request.id)
+        return model
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> None:
         """Count an inference request that failed in a frontend, before ``infer`` (a body
@@ -271,3 +284,18 @@ def _version_stats(version: ModelVersion) -> dict[str, Any]:
     data = version.stats.as_dict()
     data["memory_usage"] = version.memory_usage()  # Triton's field: device memory per instance
     return data
+
+
+def _requested(
+    model: ModelVersion, request: InferRequest, outputs: dict[str, Any]
+) -> dict[str, Any]:
+    """The outputs the request asked for (all when it named none), each as asked: Triton's
+    classification extension turns one into its top-k "value:index:label" strings."""
+    if not request.outputs:
+        return outputs
+    chosen = {n: outputs[n] for n in request.outputs}
+    classes = requested_classes(request.outputs)
+    batched = model.config.max_batch_size > 0
+    for name, k in classes.items():
+        chosen[name] = classify(name, chosen[name], k, model.labels.get(name, []), batched)
+    return chosen

@@ -5,6 +5,7 @@ platform and in-process models read them.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.stats import ModelStats
-from accelserve.types import InferRequest, TensorSpec
+from accelserve.types import InferRequest, InferResponse, StreamResponse, TensorSpec
 
 if TYPE_CHECKING:
     from accelserve.scheduling.instances import ModelInstance
@@ -147,3 +148,20 @@ class ModelLookup(Protocol):
     async def require(self, name: str) -> ModelRecord:
         """The model's record, loading the model first if it has not been loaded yet."""
         ...
+
+
+class StreamingRunner(Runner, Protocol):
+    """A runner whose model may answer a request with a stream of responses (decoupled)."""
+
+    def infer_stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]: ...
+
+
+class ModelCaller(Protocol):
+    """What a model calling other models of the server needs (Triton's business logic
+    scripting): the data plane is one; the server hands it to the repository."""
+
+    async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse: ...
+
+    def infer_stream(
+        self, name: str, version: str, request: InferRequest
+    ) -> AsyncIterator[StreamResponse]: ...

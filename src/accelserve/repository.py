@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelserve.backends import FILE_PLATFORMS, backend_class
 from accelserve.backends.base import Backend
+from accelserve.backends.triton_python import is_triton_python
 from accelserve.classification import read_labels
 from accelserve.config import (
     complete_config,
@@ -40,6 +41,7 @@ from accelserve.model import (
     READY,
     UNAVAILABLE,
     UNLOADING,
+    ModelCaller,
     ModelRecord,
     ModelVersion,
     Runner,
@@ -71,6 +73,8 @@ class ModelRepository:
             raise ConfigError(f"model repository '{root}' is not a directory")
         self.default_device = default_device
         self.models: dict[str, ModelRecord] = {}
+        # What models that call other models (Triton's BLS) call: the server's data plane.
+        self.caller: ModelCaller | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         # models loaded with an override: their staged directory, kept while they are loaded
         self._staged: dict[str, tempfile.TemporaryDirectory[str]] = {}
@@ -333,6 +337,13 @@ async def load_versions(
     ``PLATFORMS``, any other platform as backend instances behind a scheduler."""
     config = read_config(model_dir)
     platform = "ensemble" if is_ensemble(config) else config.platform
+    if not platform and is_triton_python(model_dir, config):
+        platform = "triton_python"
+    elif config.model_transaction_policy.decoupled:
+        raise ConfigError(
+            f"model '{config.name}': model_transaction_policy.decoupled: only Python models "
+            'in Triton\'s style (class TritonPythonModel, backend "python") can be decoupled'
+        )
     loader = PLATFORMS.get(platform, _load_backend_versions)
     return await loader(model_dir, config, default_device, repository)
 
@@ -443,6 +454,19 @@ def _strip_batch(specs: list[TensorSpec]) -> list[TensorSpec]:
     return [TensorSpec(s.name, s.datatype, s.dims[1:]) for s in specs]
 
 
+async def _load_triton_python(
+    model_dir: Path, config: ModelConfig, default_device: str, repository: ModelRepository
+) -> dict[str, ModelVersion]:
+    from accelserve.backends.triton_python.load import load_triton_python
+
+    # execute() takes whole requests (not a merged batch) and may answer with a stream.
+    devices = instance_devices(config, default_device)
+    return await load_triton_python(model_dir, config, devices, lambda: repository.caller)
+
+
 # Platforms whose versions are not backend instances; every other platform (the backends'
 # own, found through ``accelserve.backends``) loads through ``_load_backend_versions``.
-PLATFORMS: dict[str, VersionLoader] = {"ensemble": _load_ensemble}
+PLATFORMS: dict[str, VersionLoader] = {
+    "ensemble": _load_ensemble,
+    "triton_python": _load_triton_python,  # backend "python" with class TritonPythonModel
+}

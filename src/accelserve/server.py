@@ -60,6 +60,7 @@ async def serve_async(settings: ServerSettings, started: asyncio.Event | None = 
     dataplane = DataPlane(
         repository, model_control=settings.model_control_mode == "explicit", api_key=api_key
     )
+    repository.caller = dataplane  # models that call other models (BLS) go through it
     explicit = settings.model_control_mode == "explicit"
     if settings.load_models and not explicit:
         raise ValueError("--load-model needs --model-control-mode explicit (otherwise all load)")

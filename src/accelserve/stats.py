@@ -127,6 +127,9 @@ class BatchStats:
     compute_output: Duration = field(default_factory=Duration)
 
 
+CustomFamily = tuple[str, str, dict[tuple[tuple[str, str], ...], float]]
+
+
 @dataclass(slots=True)
 class ModelStats:
     name: str
@@ -146,6 +149,9 @@ class ModelStats:
     # Backend calls re-run to find the requests that failed a batch (scheduling.isolation);
     # "isolation_retry_count" in /stats (accelserve's own field, not Triton's).
     isolation_retries: int = 0
+    # Metrics the model defines itself (Triton's pb_utils.MetricFamily), exported on /metrics:
+    # family name -> (kind "counter" or "gauge", help text, {labels: value}).
+    custom: dict[str, CustomFamily] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if _histogram_bounds_ns is not None:

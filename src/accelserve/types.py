@@ -92,3 +92,18 @@ class InferResponse:
     model_version: str
     outputs: dict[str, np.ndarray]
     id: str = ""
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    """One response of a request's stream: a decoupled model sends zero, one or many per
+    request, each with its outputs or an error, and marks the last one ``final`` (Triton's
+    TRITONSERVER_RESPONSE_COMPLETE_FINAL); ``outputs`` None with no error is the final flag
+    alone. A model that is not decoupled answers with one final response."""
+
+    model_name: str
+    model_version: str
+    id: str
+    outputs: dict[str, np.ndarray] | None
+    final: bool
+    error: Exception | None = None  # an AccelServeError with a client-safe message

@@ -4,6 +4,7 @@ the read-pause threshold, the idle keep-alive timeout and the graceful stop."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -192,3 +193,56 @@ def test_settings_are_validated() -> None:
         HttpServer(make_handler(), render_error, max_body_bytes=0)
     with pytest.raises(ValueError, match="keep_alive_s"):
         HttpLimits(keep_alive_s=0)
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> list[bytes]:
+    """The chunks of a chunked body, up to its terminating empty chunk."""
+    chunks = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+        data = await reader.readexactly(size + 2)
+        if size == 0:
+            return chunks
+        chunks.append(data[:-2])
+
+
+def test_streamed_body_is_chunked_and_a_gone_client_stops_it() -> None:
+    async def main() -> None:
+        step = asyncio.Event()
+        stopped = asyncio.Event()
+
+        async def events(count: int) -> AsyncIterator[bytes]:
+            try:
+                for i in range(count):
+                    if count > 2 and i == 1:
+                        await step.wait()  # the endless stream waits for the test here
+                    yield b"data: %d\n\n" % i
+            finally:
+                stopped.set()
+
+        async def handler(request: Request) -> Response:
+            count = 1000 if request.path == "/endless" else 2
+            return 200, [(b"content-type", b"text/event-stream")], events(count)
+
+        server = HttpServer(handler, render_error, max_body_bytes=1 << 20, clock=FakeClock())
+        await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(get("/two") + get("/after"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"transfer-encoding: chunked" in head and b"text/event-stream" in head
+            assert await read_chunked(reader) == [b"data: 0\n\n", b"data: 1\n\n"]
+            head = await reader.readuntil(b"\r\n\r\n")  # the pipelined request is answered next
+            assert await read_chunked(reader) == [b"data: 0\n\n", b"data: 1\n\n"]
+            stopped.clear()
+            writer.write(get("/endless"))
+            await reader.readuntil(b"\r\n\r\n")
+            assert await reader.readuntil(b"\r\n") == b"9\r\n"  # the first chunk's size
+            assert await reader.readexactly(11) == b"data: 0\n\n\r\n"
+            writer.close()  # the client goes away mid-stream: the iteration is cancelled
+            await asyncio.wait_for(stopped.wait(), 5)
+            assert not step.is_set()
+        finally:
+            await server.stop()
+
+    uvloop.run(main())

@@ -81,6 +81,14 @@ def describe(exc: BaseException) -> tuple[str, str]:
 
 def load_model(path: str, class_name: str) -> Any:
     """Import ``path`` as a module and instantiate its ``class_name``."""
+    model = load_model_class(path, class_name)()
+    if not callable(getattr(model, "execute", None)):
+        raise AttributeError(f"class {class_name!r} in {Path(path).name} has no execute() method")
+    return model
+
+
+def load_model_class(path: str, class_name: str) -> type:
+    """Import ``path`` as a module and return its class ``class_name``."""
     file = Path(path)
     sys.path.insert(0, str(file.parent))  # model.py may import modules beside it
     spec = importlib.util.spec_from_file_location("accelserve_python_model", file)
@@ -92,10 +100,7 @@ def load_model(path: str, class_name: str) -> Any:
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise AttributeError(f"{file.name} defines no class {class_name!r}")
-    model = cls()
-    if not callable(getattr(model, "execute", None)):
-        raise AttributeError(f"class {class_name!r} in {file.name} has no execute() method")
-    return model
+    return cls
 
 
 def _outputs(result: Any) -> dict[str, np.ndarray]:
@@ -116,9 +121,14 @@ def _exit_when_orphaned() -> None:
             os._exit(1)
 
 
+def watch_parent() -> None:
+    """Exit this worker when the server that started it is gone."""
+    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
+
+
 def main(fd: int) -> None:
     conn = Connection(fd)
-    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
+    watch_parent()
     _, init = recv(conn)
     try:
         model = load_model(init["path"], init["class_name"])

@@ -29,6 +29,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from accelserve.codecs.v2 import DecodedRequest
 from accelserve.codecs.v2_grpc import decode_infer_request, encode_infer_response
 from accelserve.codecs.v2_shared_memory import read_shared_inputs, write_shared_outputs
 from accelserve.dataplane import DataPlane
@@ -41,6 +42,7 @@ from accelserve.frontends.errors import GRPC_STATUS, bearer_token
 from accelserve.frontends.grpc_shared_memory import shared_memory_methods
 from accelserve.frontends.tfserving_grpc import TFServingGrpc
 from accelserve.protocol import grpc_service_pb2 as pb
+from accelserve.types import StreamResponse
 
 log = logging.getLogger("accelserve.grpc")
 
@@ -94,44 +96,64 @@ class GrpcFrontend:
         raise AssertionError("unreachable: abort raises")
 
     async def _infer(self, data: bytes) -> pb.ModelInferResponse:
+        message, request = self._decode(data)
+        name = message.model_name
+        response = await self.dataplane.infer(name, message.model_version, request)
+        if any(r.shared is not None for r in request.outputs):
+            write_shared_outputs(
+                name, response.outputs, request.outputs, self.dataplane.shared_memory
+            )
+        return encode_infer_response(
+            name, response.model_version, response.id, response.outputs, request.outputs
+        )
+
+    def _decode(self, data: bytes) -> tuple[pb.ModelInferRequest, DecodedRequest]:
         try:
             message = _parse(pb.ModelInferRequest, data)
         except AccelServeError as exc:
             self.dataplane.record_failure("", "", exc)  # names no model: counted server-wide
             raise
-        registry = self.dataplane.shared_memory
         try:
             request = decode_infer_request(message)
             if request.shared_inputs:
-                read_shared_inputs(request, registry)
+                read_shared_inputs(request, self.dataplane.shared_memory)
         except AccelServeError as exc:
             self.dataplane.record_failure(message.model_name, message.model_version, exc)
             raise
-        name = message.model_name
-        response = await self.dataplane.infer(name, message.model_version, request)
-        if any(r.shared is not None for r in request.outputs):
-            write_shared_outputs(name, response.outputs, request.outputs, registry)
-        return encode_infer_response(
-            name, response.model_version, response.id, response.outputs, request.outputs
-        )
+        return message, request
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> None:
-        """Bidirectional stream: each request is answered as soon as it completes (match them
-        by ``id``); a failed request yields a response with ``error_message`` and the stream
-        goes on, as Triton does."""
+        """Bidirectional stream: each request is answered as its responses come (match them
+        by ``id``): a decoupled model's zero or more, any other model's one. Every response
+        carries Triton's ``triton_final_response`` parameter; the final flag alone (a decoupled
+        model's last word) is sent as an empty response only when the request asks with
+        ``triton_enable_empty_final_response`` (tritonclient's ``enable_empty_final_response``).
+        A failed request yields a response with ``error_message`` and the stream goes on, as
+        Triton does. A stream cancelled by the client cancels its requests (the model sees
+        ``is_cancelled()``)."""
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
 
-        async def answer(data: bytes) -> None:
-            try:
-                payload = pb.ModelStreamInferResponse(infer_response=await self._infer(data))
-            except AccelServeError as exc:
-                payload = pb.ModelStreamInferResponse(error_message=exc.message)
-            except Exception:
-                log.exception("unhandled error in ModelStreamInfer")
-                payload = pb.ModelStreamInferResponse(error_message=INTERNAL_ERROR)
+        async def write(payload: pb.ModelStreamInferResponse) -> None:
             async with lock:  # one write at a time on the stream
                 await context.write(payload.SerializeToString())
+
+        async def answer(data: bytes) -> None:
+            request_id = ""
+            try:
+                message, request = self._decode(data)
+                request_id = message.id
+                empty_final = request.parameters.get("triton_enable_empty_final_response") is True
+                name = message.model_name
+                async for part in self.dataplane.infer_stream(name, message.model_version, request):
+                    if part.outputs is None and part.error is None and not empty_final:
+                        continue
+                    await write(_stream_response(name, request, part))
+            except AccelServeError as exc:
+                await write(_stream_error(exc.message, request_id))
+            except Exception:
+                log.exception("unhandled error in ModelStreamInfer")
+                await write(_stream_error(INTERNAL_ERROR, request_id))
 
         try:
             async for data in requests:
@@ -210,6 +232,38 @@ class GrpcFrontend:
         _no_parameters(request, "unload")
         await self.dataplane.unload_model(request.model_name, key)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _stream_response(
+    name: str, request: DecodedRequest, part: StreamResponse
+) -> pb.ModelStreamInferResponse:
+    if part.error is not None:
+        payload = _stream_error(str(getattr(part.error, "message", part.error)), part.id)
+        response = payload.infer_response
+    else:
+        payload = pb.ModelStreamInferResponse()
+        response = payload.infer_response
+        if part.outputs is None:  # the final flag alone
+            response.model_name, response.model_version, response.id = (
+                name,
+                part.model_version,
+                part.id,
+            )
+        else:
+            response.CopyFrom(
+                encode_infer_response(
+                    name, part.model_version, part.id, part.outputs, request.outputs
+                )
+            )
+    response.parameters["triton_final_response"].bool_param = part.final
+    return payload
+
+
+def _stream_error(message: str, request_id: str) -> pb.ModelStreamInferResponse:
+    payload = pb.ModelStreamInferResponse(error_message=message)
+    payload.infer_response.id = request_id
+    payload.infer_response.parameters["triton_final_response"].bool_param = True
+    return payload
 
 
 def _unary(kind: type[Message], fn: Handler) -> grpc.RpcMethodHandler:

@@ -23,6 +23,7 @@ from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.codecs.v2_shared_memory import read_shared_inputs, write_shared_outputs
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError, ModelNotFoundError
+from accelserve.frontends import generate
 from accelserve.frontends.errors import bearer_token, error_headers, expect_method, http_status
 from accelserve.frontends.http_server import Headers, Request, Response
 from accelserve.frontends.http_shared_memory import KINDS as SHARED_MEMORY_KINDS
@@ -33,6 +34,7 @@ log = logging.getLogger("accelserve.http")
 JSON = [(b"content-type", b"application/json")]
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 HEADER_LENGTH = b"inference-header-content-length"
+ROUTE_ACTIONS = ("", "ready", "config", "stats", "infer", "generate", "generate_stream")
 OPENAPI_PATH = "/openapi.json"  # the OpenAPI document of every route (frontends/openapi.json)
 
 # An optional extra handler (the OpenAI frontend) gets the routes it claims:
@@ -82,12 +84,15 @@ class HttpFrontend:
             version, rest = rest[1], rest[2:]
         action = rest[0] if rest else ""
         route = "/" + "/".join(parts)
-        if len(rest) > 1 or action not in ("", "ready", "config", "stats", "infer"):
+        if len(rest) > 1 or action not in ROUTE_ACTIONS:
             raise ModelNotFoundError(f"no route for {method} {route}")
         dp = self.dataplane
         if action == "infer":
             expect_method(method, "POST", route)
             return await self._infer(name, version, request)
+        if action in ("generate", "generate_stream"):
+            expect_method(method, "POST", route)
+            return await self._generate(name, version, request, action == "generate_stream")
         expect_method(method, "GET", route)
         if action == "":
             return _json(dp.model_metadata(name, version))
@@ -127,6 +132,22 @@ class HttpFrontend:
                 (HEADER_LENGTH, str(json_length).encode()),
             ],
             payload,
+        )
+
+    async def _generate(self, name: str, version: str, request: Request, stream: bool) -> Response:
+        """Triton's generate extension (frontends/generate.py)."""
+        try:
+            decoded = generate.decode_generate(self.dataplane, name, version, request.body)
+        except AccelServeError as exc:
+            self.dataplane.record_failure(name, version, exc)
+            raise
+        if not stream:
+            return 200, JSON, await generate.generate(self.dataplane, name, version, decoded)
+        events = await generate.generate_stream(self.dataplane, name, version, decoded)
+        return (
+            200,
+            [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+            events,
         )
 
     async def _server_route(self, method: str, parts: list[str], request: Request) -> Response:

@@ -26,7 +26,7 @@ import http
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import unquote
 
 import httptools
@@ -43,7 +43,9 @@ from accelserve.frontends.http_limits import (
 log = logging.getLogger("accelserve.http")
 
 Headers = list[tuple[bytes, bytes]]
-Response = tuple[int, Headers, bytes]
+# A body is bytes, or (server-sent events) an async iterator of chunks sent as they come, with
+# chunked transfer encoding; the client going away cancels the iteration.
+Response = tuple[int, Headers, bytes | AsyncIterator[bytes]]
 
 
 class Request:
@@ -400,7 +402,16 @@ class _Connection(asyncio.Protocol):
                 except Exception:  # the handler maps its own errors; this is a last resort
                     log.exception("unhandled error on %s %s", request.method, request.path)
                     response = server.render_error(500, "internal server error")
-            self._write(request.method, response, keep_alive)
+            status, headers, body = response
+            if isinstance(body, bytes):
+                self._write(request.method, (status, headers, body), keep_alive)
+            else:
+                try:
+                    await self._write_stream(status, headers, body, keep_alive)
+                except asyncio.CancelledError:
+                    self.task = None
+                    server.bodies.release(len(request.body))
+                    raise
             server.bodies.release(len(request.body))
             if not self.queue or self.transport is None:
                 break
@@ -413,7 +424,30 @@ class _Connection(asyncio.Protocol):
         if self.closing and not self.receiving and self.lingering_since is None:
             self.close()
 
-    def _write(self, method: str, response: Response, keep_alive: bool) -> None:
+    async def _write_stream(
+        self, status: int, headers: Headers, body: AsyncIterator[bytes], keep_alive: bool
+    ) -> None:
+        head = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+        head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
+        head.append(b"transfer-encoding: chunked\r\n")
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        if self.transport is None:
+            return
+        self.transport.write(b"".join(head) + b"\r\n")
+        async for chunk in body:
+            if self.transport is None:
+                return
+            if chunk:
+                self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        if self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+            if not keep_alive:
+                self.closing = True
+                self.queue.clear()
+                self.transport.close()
+
+    def _write(self, method: str, response: tuple[int, Headers, bytes], keep_alive: bool) -> None:
         transport = self.transport
         if transport is None:
             return

@@ -174,6 +174,7 @@ class ModelStatsCollector(Collector):
         yield from (success, failure, no_model, count, executions, retries, pending)
         yield from (metric for metric, _ in durations)
         yield from self._histograms(models)
+        yield from _custom(models)
 
     def _histograms(self, models: list[ModelStats]) -> Iterator[Metric]:
         for name, field, documentation in _HISTOGRAMS:
@@ -193,6 +194,22 @@ class ModelStatsCollector(Collector):
                 append(Sample(count, labels, running))
                 append(Sample(total, labels, histogram.ns / 1e6))
             yield family
+
+
+def _custom(models: list[ModelStats]) -> Iterator[Metric]:
+    """The metrics models define themselves (Triton's pb_utils.MetricFamily), with their own
+    labels only, as Triton exports them; a family two models define is one family."""
+    families: dict[str, Metric] = {}
+    for stats in models:
+        for name, (kind, documentation, series) in list(stats.custom.items()):
+            family = families.get(name)
+            if family is None:
+                family = families[name] = Metric(name, documentation, kind)
+            elif family.type != kind:
+                continue  # the first model's kind wins: a family has one type
+            for labels, value in list(series.items()):
+                family.samples.append(Sample(name, dict(labels), value))
+    yield from families.values()
 
 
 @functools.lru_cache(maxsize=8)

@@ -92,7 +92,7 @@ class TFServingFrontend:
         self, method: str, path: str, headers: Headers, body: bytes
     ) -> dict[str, object]:
         answer = await self._fallback(method, path, headers, body)
-        if answer is None or answer[0] != 200:
+        if answer is None or answer[0] != 200 or not isinstance(answer[2], bytes):
             return {}
         fields = orjson.loads(answer[2])
         return fields if isinstance(fields, dict) else {}
