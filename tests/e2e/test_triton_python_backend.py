@@ -439,7 +439,9 @@ def test_asyncio_grpc_client_infers_and_streams(server: ServerProcess) -> None:
 
 def test_unload_calls_finalize_and_load_starts_it_again(repository: Path) -> None:
     key = "triton-python-key"
-    process = ServerProcess(repository, "--model-control-mode", "explicit", "--api-key", key)
+    process = ServerProcess(
+        repository, "--model-control-mode", "explicit", "--load-model", "*", "--api-key", key
+    )
     try:
         client = httpclient.InferenceServerClient(process.url)
         headers = {"Authorization": f"Bearer {key}"}
