@@ -6,13 +6,15 @@
 Two phases, with `accelserve.tools.bench` (gRPC, tritonclient's messages, raw tensors) driving each
 server from this process at 1, 16 and 64 concurrent streams:
 
-1. Peers, each started alone, in an order rotated between repeats: accelserve (default settings:
+1. Peers, all up together, driven one at a time step by step in an order rotated each round (so
+   that all see the same load on a shared machine): accelserve (default settings:
    `/metrics` on, latency histograms counting, scraped once a second by this script: Prometheus
    scrapes every 15 s or more, so this is the harsher case); Triton (the `tritonserver` binary from
    nvidia-pytriton, Python-backend `simple`, benchmarks/server/peers/) when installed; and the
    grpc.aio floor, a bare grpc.aio server on uvloop (this script, `--floor-server`) that parses
    each ModelInferRequest and returns a canned response: the ceiling of any server built on
-   grpc.aio with this client on this machine.
+   grpc.aio with this client on this machine. Also the same canned reply on grpcio's
+   thread-pool server (`--sync-floor-server`): the ceiling of a layout on that server.
 2. Metrics on vs off, paired: two accelserve servers up at once, one with metrics (scraped once a
    second) and one with `--metrics-port 0` (no endpoint, no histogram counting), driven in
    alternation (on/off, then off/on) level by level, so that both see the same machine load.
@@ -20,7 +22,8 @@ server from this process at 1, 16 and 64 concurrent streams:
 
 A third table times the scrape in-process: rendering `/metrics` for 20 loaded models, and how late
 a 1 ms event-loop timer fires with and without back-to-back scrapes (rendering runs on a worker
-thread). Writes benchmarks/results/bench_grpc.csv and .png and docs/PERFORMANCE.md's `server-grpc`.
+thread). Writes benchmarks/results/bench_grpc_layouts.csv, bench_grpc.png and
+docs/PERFORMANCE.md's `server-grpc`.
 """
 
 from __future__ import annotations
@@ -48,19 +51,24 @@ from benchmarks import _report  # noqa: E402
 
 CONCURRENCY = [1, 16, 64]
 ON, OFF, TRITON, FLOOR = "accelserve", "accelserve-metrics-off", "triton", "floor"
+SYNC_FLOOR = "floor-sync"
 LABELS = {
     ON: "accelserve (metrics on, scraped 1/s)",
     OFF: "accelserve, metrics off",
     TRITON: "Triton 2.x (tritonserver, python backend)",
     FLOOR: "grpc.aio floor (canned reply)",
+    SYNC_FLOOR: "grpcio thread-pool floor (canned reply)",
 }
 
 
 # ----------------------------------------------------------------------- the floor server
 
 
-def floor_server(port: int) -> None:
-    """A grpc.aio server that does the least a V2 server can: parse, answer a canned reply."""
+def floor_server(port: int, sync: bool = False) -> None:
+    """A grpc.aio server (or with ``sync``, grpcio's thread-pool server) that does the least a
+    V2 server can: parse, answer a canned reply."""
+    import concurrent.futures as cf
+
     import grpc
     import numpy as np
     import uvloop
@@ -97,6 +105,31 @@ def floor_server(port: int) -> None:
 
         return handler
 
+    def sync_handlers() -> dict[str, Any]:
+        def sync_infer(data: bytes, context: object) -> bytes:
+            pb.ModelInferRequest.FromString(data)
+            return canned
+
+        def sync_fixed(reply: bytes) -> Any:
+            return lambda data, context: reply
+
+        return {
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(sync_infer),
+            "ModelMetadata": grpc.unary_unary_rpc_method_handler(sync_fixed(metadata)),
+            "ModelConfig": grpc.unary_unary_rpc_method_handler(sync_fixed(config_reply)),
+        }
+
+    service = "inference.GRPCInferenceService"
+    if sync:  # as many workers as a thread-pool layout would need for 64+ streams
+        server = grpc.server(cf.ThreadPoolExecutor(128), options=[("grpc.so_reuseport", 0)])
+        handlers = sync_handlers()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        server.add_registered_method_handlers(service, handlers)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        server.wait_for_termination()
+        return
+
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         handlers = {
@@ -104,7 +137,6 @@ def floor_server(port: int) -> None:
             "ModelMetadata": grpc.unary_unary_rpc_method_handler(fixed(metadata)),
             "ModelConfig": grpc.unary_unary_rpc_method_handler(fixed(config_reply)),
         }
-        service = "inference.GRPCInferenceService"
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
         server.add_registered_method_handlers(service, handlers)
         server.add_insecure_port(f"127.0.0.1:{port}")
@@ -142,11 +174,12 @@ class Running:
 def start_server(name: str, ready_timeout: float) -> Running:
     from benchmarks.server.peers.launch import free_port, start
 
-    if name == FLOOR:
+    if name in (FLOOR, SYNC_FLOOR):
         port = free_port()
-        log = open(_report.result_path("floor-server.log"), "wb")  # noqa: SIM115 - closed with the process
+        log = open(_report.result_path(f"{name}-server.log"), "wb")  # noqa: SIM115 - closed with the process
+        flag = "--floor-server" if name == FLOOR else "--sync-floor-server"
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--floor-server", str(port)],
+            [sys.executable, __file__, flag, str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -238,6 +271,9 @@ def _value(step: Step, what: str) -> float:
         return float(result.client_cpu_us)
     if what == "server_us":
         return step.server_us
+    if what == "batch":
+        delta = result.server
+        return delta.inferences / delta.executions if delta and delta.executions else math.nan
     return float(getattr(result.latency, what)) * 1e3
 
 
@@ -273,25 +309,37 @@ def drive(server: Running, conc: int, args: argparse.Namespace, stats: bool = Tr
     return Step(step, cpu / requests * 1e6 if requests else math.nan)
 
 
-def run_peer(name: str, runs: Runs, args: argparse.Namespace) -> None:
-    print(f"[bench_grpc] {LABELS[name]}", file=sys.stderr, flush=True)
+def run_peers(names: list[str], peers: dict[str, Runs], args: argparse.Namespace) -> None:
+    """Every peer up at once, driven one at a time step by step, the order rotated each round,
+    so that all of them see the same machine load (this machine is shared)."""
+    servers: dict[str, Running] = {}
+    scrapers: dict[str, Scraper] = {}
     try:
-        server = start_server(name, args.ready_timeout)
-    except Exception as exc:  # a peer that is not installed is reported, not fatal
-        runs.skipped = str(exc).splitlines()[0][:200]
-        print(f"[bench_grpc] skipping {name}: {runs.skipped}", file=sys.stderr)
-        return
-    scraper = Scraper(server.metrics_port) if server.metrics_port else None
-    try:
-        if scraper is not None:
-            scraper.start()
-        for conc in CONCURRENCY:
-            runs.steps.setdefault(conc, []).append(drive(server, conc, args, name != FLOOR))
+        for name in names:
+            print(f"[bench_grpc] starting {LABELS[name]}", file=sys.stderr, flush=True)
+            try:
+                servers[name] = start_server(name, args.ready_timeout)
+            except Exception as exc:  # a peer that is not installed is reported, not fatal
+                peers[name].skipped = str(exc).splitlines()[0][:200]
+                print(f"[bench_grpc] skipping {name}: {peers[name].skipped}", file=sys.stderr)
+                continue
+            if servers[name].metrics_port:
+                scrapers[name] = Scraper(servers[name].metrics_port)  # type: ignore[arg-type]
+                scrapers[name].start()
+        up = list(servers)
+        for repeat in range(args.repeats):
+            for conc in CONCURRENCY:
+                shift = (repeat + conc) % len(up)
+                for name in up[shift:] + up[:shift]:
+                    stats = name not in (FLOOR, SYNC_FLOOR)
+                    step = drive(servers[name], conc, args, stats)
+                    peers[name].steps.setdefault(conc, []).append(step)
     finally:
-        if scraper is not None:
+        for name, scraper in scrapers.items():
             scraper.stop()
-            runs.scrapes += scraper.durations
-        server.stop()  # type: ignore[operator]
+            peers[name].scrapes += scraper.durations
+        for server in servers.values():
+            server.stop()  # type: ignore[operator]
 
 
 def run_pair(on: Runs, off: Runs, args: argparse.Namespace) -> None:
@@ -427,12 +475,13 @@ def report(
 ) -> None:
     triton, floor = peers.get(TRITON), peers.get(FLOOR)
     header = ["server", "conc", "req/s", "p50 ms", "p99 ms", "failed", "server CPU us/req"]
+    header += ["mean batch"]
     header += ["client CPU us/req"]
     header += ["req/s vs Triton", "req/s vs floor"]
     rows, csv_rows = [], []
     for runs in peers.values():
         if not runs.steps:
-            rows.append([LABELS[runs.name], "-", f"skipped: {runs.skipped}"] + [""] * 7)
+            rows.append([LABELS[runs.name], "-", f"skipped: {runs.skipped}"] + [""] * 8)
             continue
         for conc in CONCURRENCY:
             rps = runs.med(conc, "rps")
@@ -447,6 +496,7 @@ def report(
                     _fmt(runs.med(conc, "p99"), 2),
                     runs.failed(conc),
                     _fmt(runs.med(conc, "server_us")),
+                    _fmt(runs.med(conc, "batch"), 2),
                     _fmt(runs.med(conc, "client_us")),
                     _ratio(rps, t_rps),
                     _ratio(rps, f_rps),
@@ -476,7 +526,8 @@ def report(
         for runs in (on, off):
             if runs.steps.get(conc):
                 csv_rows.append(_csv_row("metrics-pair", runs, conc, on_vs_off=_plain(ratio, 1.0)))
-    _report.append_csv(_report.result_path("bench_grpc.csv"), csv_rows)
+    # bench_grpc.csv has no mean_batch column: a new file
+    _report.append_csv(_report.result_path("bench_grpc_layouts.csv"), csv_rows)
     scrape_ms = statistics.median(on.scrapes) * 1e3 if on.scrapes else math.nan
     pair_header = ["conc", "on req/s", "off req/s", "on vs off (median of rounds)"]
     pair_header += ["each round, %", "p99 ms on / off", "server CPU us/req on / off", "failed"]
@@ -486,8 +537,11 @@ def report(
 `{_report.command_line()}` on {_report.machine()}; commit {_report.commit()}, {_report.today()}.
 Load generator: `accelserve.tools.bench` (grpc.aio, tritonclient's messages, raw tensors) in the
 benchmark's process, on the same cores as the server; {args.duration:g} s per step after
-{args.warmup:g} s warm-up. Peers: medians of {args.repeats} repeats, each server alone, order
-rotated. accelserve runs with its defaults (metrics on, scraped once a second).
+{args.warmup:g} s warm-up. Peers: medians of {args.repeats} rounds; all servers up together,
+driven one at a time step by step in an order rotated each round, so that all see the same
+machine load (load average {_load(args)}). accelserve runs with its defaults (metrics on,
+scraped once a second). Mean
+batch: the server's inferences per model execution over the step (its statistics).
 
 {_report.markdown_table(header, rows)}
 
@@ -505,7 +559,10 @@ The grpc.aio floor parses each request and returns a canned reply: the most any 
 grpc.aio reaches with this client on this machine. Its gap to Triton is grpc.aio's own per-RPC
 cost in Python (tasks, the completion-queue poller thread, event-loop wake-ups), which Triton's
 C++ server does not pay; accelserve's gap to the floor is the data plane, the batcher and ONNX
-Runtime. Client CPU per request is the load generator's (all its threads).
+Runtime. The grpcio thread-pool floor is the same canned reply on grpcio's synchronous server
+(128 workers): the ceiling of a layout that parses, decodes, encodes and serializes on those
+workers and hands only the data-plane call to the event loop. Client CPU
+per request is the load generator's (all its threads).
 """
     _report.write_section("server-grpc", markdown)
     _png(peers, _report.result_path("bench_grpc.png"))
@@ -526,6 +583,7 @@ def _csv_row(phase: str, runs: Runs, conc: int, **extra: object) -> dict[str, ob
         "lat_p50_ms": round(runs.med(conc, "p50"), 3),
         "lat_p99_ms": round(runs.med(conc, "p99"), 3),
         "server_cpu_us": round(runs.med(conc, "server_us"), 1),
+        "mean_batch": round(runs.med(conc, "batch"), 2),
         "failed": runs.failed(conc),
         "vs_triton": extra.get("vs_triton", ""),
         "on_vs_off": extra.get("on_vs_off", ""),
@@ -534,6 +592,11 @@ def _csv_row(phase: str, runs: Runs, conc: int, **extra: object) -> dict[str, ob
         "commit": _report.commit(),
         "date": _report.today(),
     }
+
+
+def _load(args: argparse.Namespace) -> str:
+    before, after = getattr(args, "load", ((math.nan,) * 3, (math.nan,) * 3))
+    return f"{before[0]:.1f} at the start, {after[0]:.1f} at the end, 1-minute"
 
 
 def _cost_table(cost: dict[str, float]) -> str:
@@ -588,23 +651,23 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--ready-timeout", type=float, default=180.0)
-    parser.add_argument("--skip", nargs="*", default=[], choices=[TRITON, FLOOR])
+    parser.add_argument("--skip", nargs="*", default=[], choices=[TRITON, FLOOR, SYNC_FLOOR])
     parser.add_argument("--no-scrape-cost", action="store_true")
     parser.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--sync-floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.floor_server:
-        floor_server(args.floor_server)
+    if args.floor_server or args.sync_floor_server:
+        floor_server(args.floor_server or args.sync_floor_server, sync=bool(args.sync_floor_server))
         return 0
     _report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    names = [n for n in (ON, TRITON, FLOOR) if n not in args.skip]
+    names = [n for n in (ON, TRITON, FLOOR, SYNC_FLOOR) if n not in args.skip]
+    load_before = os.getloadavg()
     peers = {name: Runs(name) for name in names}
-    for repeat in range(args.repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            run_peer(name, peers[name], args)
+    run_peers(names, peers, args)
     on, off = Runs(ON), Runs(OFF)
     run_pair(on, off, args)
     cost = {} if args.no_scrape_cost else scrape_cost()
+    args.load = (load_before, os.getloadavg())
     report(peers, on, off, cost, args)
     return 0
 
