@@ -102,7 +102,7 @@ def test_cuda_register_a_raw_handle_not_b64_is_a_400(
         ("byte_size", "64", "expected a non-negative integer; received a string"),
         ("byte_size", None, "expected a non-negative integer; received nothing"),
         ("device_id", -1, "expected a non-negative integer; received an integer -1"),
-        ("device_id", 1.5, "expected a non-negative integer; received"),
+        ("device_id", 1.5, "expected a non-negative integer; received a number 1.5"),
     ],
 )
 def test_cuda_register_bad_sizes_and_devices_are_400s(
@@ -131,14 +131,24 @@ def test_cuda_register_over_grpc_checks_size_and_device(
     assert "region name: expected a non-empty string" in message
 
 
-def test_cuda_register_a_body_not_an_object_is_a_400(server: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "received null"),
+        (b"[1, 2]", "received an array"),
+        (b"{not json", "malformed JSON in request body"),
+    ],
+)
+def test_cuda_register_a_body_not_an_object_is_a_400(
+    server: ServerProcess, content: bytes, expected: str
+) -> None:
     url = f"{server.base}/v2/cudasharedmemory/region/r/register"
-    for content in (b"", b"[1, 2]", b"{not json"):
-        response = httpx.post(url, content=content)
-        assert response.status_code == 400
-        assert "register CUDA shared memory region 'r'" in response.json()["error"] or (
-            "JSON" in response.json()["error"]
-        )
+    response = httpx.post(url, content=content)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert expected in error
+    if content != b"{not json":
+        assert "expected a JSON object with 'raw_handle', 'device_id' and 'byte_size'" in error
 
 
 def test_cuda_name_taken_by_a_system_region_is_a_400(
