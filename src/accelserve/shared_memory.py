@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accelserve.cuda_shared_memory import IPC_HANDLE_SIZE, CudaRegion, cuda_runtime, device_count
-from accelserve.errors import InvalidArgumentError
+from accelserve.errors import AccelServeError, InvalidArgumentError
 
 SHM_ROOT = Path("/dev/shm")  # where shm_open's objects live on Linux
 
@@ -210,14 +210,20 @@ class SharedMemoryRegistry:
         region or a window that does not fit in it."""
         region = self._region(tensor, ref)
         if isinstance(region, CudaRegion):
-            return region.read(ref.offset, ref.byte_size), 0
+            try:
+                return region.read(ref.offset, ref.byte_size), 0
+            except Exception as exc:  # a CUDA error: the server's, not the request's
+                raise _copy_failed(tensor, "from", ref, exc) from None
         return region.mapping, region.offset + ref.offset
 
     def write(self, tensor: str, ref: SharedMemoryRef, data: bytes | memoryview) -> None:
         """Copy ``data`` (at most ``ref.byte_size`` bytes) to the start of ``ref``'s window."""
         region = self._region(tensor, ref)
         if isinstance(region, CudaRegion):
-            region.write(ref.offset, data)
+            try:
+                region.write(ref.offset, data)
+            except Exception as exc:
+                raise _copy_failed(tensor, "into", ref, exc) from None
         else:
             start = region.offset + ref.offset
             region.mapping[start : start + len(data)] = data
@@ -272,3 +278,11 @@ class SharedMemoryRegistry:
             return mmap.mmap(fd, size)
         finally:
             os.close(fd)
+
+
+def _copy_failed(
+    tensor: str, direction: str, ref: SharedMemoryRef, exc: Exception
+) -> AccelServeError:
+    return AccelServeError(
+        f"{tensor}: copying {direction} CUDA shared memory region '{ref.region}' failed: {exc}"
+    )
