@@ -10,7 +10,7 @@ region (simple and correct; a device-resident path can come later).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,14 +48,21 @@ def device_count() -> int:
     return 0 if runtime is None else int(runtime.getDeviceCount())
 
 
+class RegionClosedError(RuntimeError):
+    """The region was unregistered (its handle closed) before a copy could start."""
+
+
 @dataclass(slots=True)
 class CudaRegion:
-    """One client's device allocation, opened from its IPC handle."""
+    """One client's device allocation, opened from its IPC handle. Copies and close take the
+    region's lock, so unregistering never closes the handle under a copy in flight."""
 
     name: str
     device_id: int
     byte_size: int
     pointer: int
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> CudaRegion:
@@ -73,7 +80,7 @@ class CudaRegion:
         host = bytearray(size)
         if size:
             address = np.frombuffer(host, np.uint8).ctypes.data
-            with _on_device(self.device_id):
+            with self.lock, _on_device(self._open_id()):
                 runtime.memcpy(address, self.pointer + offset, size, runtime.memcpyDeviceToHost)
         return host
 
@@ -81,7 +88,7 @@ class CudaRegion:
         runtime = cuda_runtime()
         host = np.frombuffer(data, np.uint8)
         if host.size:
-            with _on_device(self.device_id):
+            with self.lock, _on_device(self._open_id()):
                 runtime.memcpy(
                     self.pointer + offset, host.ctypes.data, host.size, runtime.memcpyHostToDevice
                 )
@@ -90,8 +97,18 @@ class CudaRegion:
 
     def close(self) -> None:
         runtime = cuda_runtime()
-        with _on_device(self.device_id):
-            runtime.ipcCloseMemHandle(self.pointer)
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            with _on_device(self.device_id):
+                runtime.ipcCloseMemHandle(self.pointer)
+
+    def _open_id(self) -> int:
+        """The region's device, after checking (under the lock) that it is still open."""
+        if self.closed:
+            raise RegionClosedError(f"region '{self.name}' was unregistered")
+        return self.device_id
 
     def status(self) -> dict[str, object]:
         return {"name": self.name, "device_id": self.device_id, "byte_size": self.byte_size}

@@ -21,7 +21,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelserve.cuda_shared_memory import IPC_HANDLE_SIZE, CudaRegion, cuda_runtime, device_count
+from accelserve.cuda_shared_memory import (
+    IPC_HANDLE_SIZE,
+    CudaRegion,
+    RegionClosedError,
+    cuda_runtime,
+    device_count,
+)
 from accelserve.errors import AccelServeError, InvalidArgumentError
 
 SHM_ROOT = Path("/dev/shm")  # where shm_open's objects live on Linux
@@ -212,6 +218,8 @@ class SharedMemoryRegistry:
         if isinstance(region, CudaRegion):
             try:
                 return region.read(ref.offset, ref.byte_size), 0
+            except RegionClosedError:
+                raise _unregistered(tensor, ref) from None
             except Exception as exc:  # a CUDA error: the server's, not the request's
                 raise _copy_failed(tensor, "from", ref, exc) from None
         return region.mapping, region.offset + ref.offset
@@ -222,6 +230,8 @@ class SharedMemoryRegistry:
         if isinstance(region, CudaRegion):
             try:
                 region.write(ref.offset, data)
+            except RegionClosedError:
+                raise _unregistered(tensor, ref) from None
             except Exception as exc:
                 raise _copy_failed(tensor, "into", ref, exc) from None
         else:
@@ -285,4 +295,11 @@ def _copy_failed(
 ) -> AccelServeError:
     return AccelServeError(
         f"{tensor}: copying {direction} CUDA shared memory region '{ref.region}' failed: {exc}"
+    )
+
+
+def _unregistered(tensor: str, ref: SharedMemoryRef) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{tensor}: shared memory region '{ref.region}' was unregistered while the request "
+        f"was using it"
     )
