@@ -6,9 +6,10 @@ offset into it and a byte size in an input's or output's parameters instead of s
 The server maps the object once, at registration (``mmap``), so a request's input is a
 read-only array over the client's memory and an output is one copy into it.
 
-Regions are one namespace per server, shared by HTTP and gRPC (Triton's rule: the CUDA regions
-share it too; this server has none, see ``register_cuda``). Unregistering a region a request is
-still reading leaves the mapping alive until that request's arrays are gone.
+Regions are one namespace per server, shared by HTTP and gRPC and by both kinds (Triton's rule):
+system regions and CUDA regions (``cuda_shared_memory``: device memory opened from a client's
+CUDA IPC handle, only on a server with a GPU and CuPy). Unregistering a system region a request
+is still reading leaves the mapping alive until that request's arrays are gone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelserve.errors import InvalidArgumentError
+from accelserve.cuda_shared_memory import (
+    IPC_HANDLE_SIZE,
+    CudaRegion,
+    RegionClosedError,
+    cuda_runtime,
+    device_count,
+)
+from accelserve.errors import AccelServeError, InvalidArgumentError
 
 SHM_ROOT = Path("/dev/shm")  # where shm_open's objects live on Linux
 
@@ -57,6 +65,7 @@ class SharedMemoryRegistry:
     def __init__(self, root: Path = SHM_ROOT) -> None:
         self.root = root
         self._regions: dict[str, SystemRegion] = {}
+        self._cuda: dict[str, CudaRegion] = {}
         self._lock = threading.Lock()
 
     # -- control ------------------------------------------------------------------------------
@@ -71,17 +80,28 @@ class SharedMemoryRegistry:
                     f"received {value!r}"
                 )
         with self._lock:
-            if name in self._regions:
-                raise InvalidArgumentError(
-                    f"shared memory region '{name}' is already registered (key "
-                    f"'{self._regions[name].key}'); unregister it first"
-                )
+            self._check_free(name)
         mapping = self._map(name, key, offset, byte_size)
         with self._lock:
-            if name in self._regions:  # registered meanwhile by another request
+            try:
+                self._check_free(name)  # registered meanwhile by another request?
+            except InvalidArgumentError:
                 mapping.close()
-                raise InvalidArgumentError(f"shared memory region '{name}' is already registered")
+                raise
             self._regions[name] = SystemRegion(name, key, offset, byte_size, mapping)
+
+    def _check_free(self, name: str) -> None:
+        """Hold the lock. One namespace for both kinds, as in Triton."""
+        if name in self._regions:
+            raise InvalidArgumentError(
+                f"shared memory region '{name}' is already registered (system shared memory, "
+                f"key '{self._regions[name].key}'); unregister it first"
+            )
+        if name in self._cuda:
+            raise InvalidArgumentError(
+                f"shared memory region '{name}' is already registered (CUDA shared memory, "
+                f"device {self._cuda[name].device_id}); unregister it first"
+            )
 
     def unregister_system(self, name: str = "") -> None:
         """Forget region ``name`` (every region when empty); an unknown name is no error,
@@ -110,28 +130,124 @@ class SharedMemoryRegistry:
 
     def close(self) -> None:
         self.unregister_system()
+        self.unregister_cuda()
 
-    # -- CUDA shared memory: not served by this server ----------------------------------------
+    # -- CUDA shared memory -------------------------------------------------------------------
+
+    def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        """Open a client's CUDA IPC handle as region ``name``: every argument is checked first,
+        then that this server has a GPU (CuPy and a device) to open it with."""
+        if not name:
+            raise InvalidArgumentError("shared memory region name: expected a non-empty string")
+        with self._lock:
+            self._check_free(name)
+        if len(raw_handle) != IPC_HANDLE_SIZE:
+            raise InvalidArgumentError(
+                f"CUDA shared memory region '{name}' 'raw_handle': expected a CUDA IPC memory "
+                f"handle of {IPC_HANDLE_SIZE} bytes (cudaIpcGetMemHandle's); received "
+                f"{len(raw_handle)} bytes"
+            )
+        for field, value, least in (("device_id", device_id, 0), ("byte_size", byte_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                expected = "a non-negative integer" if least == 0 else "a positive integer"
+                raise InvalidArgumentError(
+                    f"CUDA shared memory region '{name}' '{field}': expected {expected}; "
+                    f"received {value!r}"
+                )
+        if cuda_runtime() is None:
+            raise self.cuda_unsupported(name)
+        devices = device_count()
+        if device_id >= devices:
+            raise InvalidArgumentError(
+                f"CUDA shared memory region '{name}' 'device_id': expected a GPU of this server "
+                f"(0 to {devices - 1}); received {device_id}"
+            )
+        try:
+            region = CudaRegion.open(name, raw_handle, device_id, byte_size)
+        except Exception as exc:  # CUDA's own error: a stale, foreign or same-process handle
+            raise InvalidArgumentError(
+                f"Unable to open CUDA shared memory region '{name}' on device {device_id}: "
+                f"the raw_handle is no CUDA IPC handle this server can open ({exc})"
+            ) from None
+        with self._lock:
+            try:
+                self._check_free(name)
+            except InvalidArgumentError:
+                region.close()
+                raise
+            self._cuda[name] = region
+
+    def unregister_cuda(self, name: str = "") -> None:
+        """Close CUDA region ``name`` (every CUDA region when empty); an unknown name is no
+        error, as in Triton."""
+        with self._lock:
+            if name:
+                regions = [self._cuda.pop(name)] if name in self._cuda else []
+            else:
+                regions = list(self._cuda.values())
+                self._cuda.clear()
+        for region in regions:
+            region.close()
+
+    def cuda_status(self, name: str = "") -> list[dict[str, object]]:
+        with self._lock:
+            if not name:
+                return [r.status() for r in self._cuda.values()]
+            region = self._cuda.get(name)
+        if region is None:
+            raise InvalidArgumentError(
+                f"Unable to find CUDA shared memory region: '{name}' is not registered"
+            )
+        return [region.status()]
 
     @staticmethod
-    def cuda_unsupported(name: str = "") -> InvalidArgumentError:
-        what = f"region '{name}'" if name else "regions"
+    def cuda_unsupported(name: str) -> InvalidArgumentError:
         return InvalidArgumentError(
-            f"CUDA shared memory {what}: CUDA shared memory is not supported on this server; "
-            f"use system shared memory (/v2/systemsharedmemory) or send the data in the request"
+            f"CUDA shared memory region '{name}': CUDA shared memory needs a GPU on the server "
+            f"(and CuPy to open CUDA IPC handles); this server has none. Use system shared "
+            f"memory (/v2/systemsharedmemory) or send the data in the request"
         )
 
     # -- data ---------------------------------------------------------------------------------
 
-    def buffer(self, tensor: str, ref: SharedMemoryRef) -> tuple[mmap.mmap, int]:
-        """The mapping that holds ``ref``'s bytes and where they start in it; a clear error
-        for an unknown region or a window that does not fit in it."""
+    def read(self, tensor: str, ref: SharedMemoryRef) -> tuple[mmap.mmap | bytearray, int]:
+        """A buffer that holds ``ref``'s bytes and where they start in it (a system region's
+        mapping itself; a CUDA region's bytes copied to the host); a clear error for an unknown
+        region or a window that does not fit in it."""
+        region = self._region(tensor, ref)
+        if isinstance(region, CudaRegion):
+            try:
+                return region.read(ref.offset, ref.byte_size), 0
+            except RegionClosedError:
+                raise _unregistered(tensor, ref) from None
+            except Exception as exc:  # a CUDA error: the server's, not the request's
+                raise _copy_failed(tensor, "from", ref, exc) from None
+        return region.mapping, region.offset + ref.offset
+
+    def write(self, tensor: str, ref: SharedMemoryRef, data: bytes | memoryview) -> None:
+        """Copy ``data`` (at most ``ref.byte_size`` bytes) to the start of ``ref``'s window."""
+        region = self._region(tensor, ref)
+        if isinstance(region, CudaRegion):
+            try:
+                region.write(ref.offset, data)
+            except RegionClosedError:
+                raise _unregistered(tensor, ref) from None
+            except Exception as exc:
+                raise _copy_failed(tensor, "into", ref, exc) from None
+        else:
+            start = region.offset + ref.offset
+            region.mapping[start : start + len(data)] = data
+
+    def _region(self, tensor: str, ref: SharedMemoryRef) -> SystemRegion | CudaRegion:
         with self._lock:
-            region = self._regions.get(ref.region)
+            region: SystemRegion | CudaRegion | None = self._regions.get(ref.region)
+            if region is None:
+                region = self._cuda.get(ref.region)
         if region is None:
             raise InvalidArgumentError(
                 f"{tensor}: shared memory region '{ref.region}' is not registered; register it "
-                f"first (/v2/systemsharedmemory/region/{ref.region}/register)"
+                f"first (/v2/systemsharedmemory/region/{ref.region}/register, or "
+                f"/v2/cudasharedmemory/... for GPU memory)"
             )
         if ref.offset + ref.byte_size > region.byte_size:
             raise InvalidArgumentError(
@@ -139,7 +255,7 @@ class SharedMemoryRegistry:
                 f"{ref.offset + ref.byte_size} runs past the end of region '{ref.region}', "
                 f"which has {region.byte_size} bytes"
             )
-        return region.mapping, region.offset + ref.offset
+        return region
 
     def _map(self, name: str, key: str, offset: int, byte_size: int) -> mmap.mmap:
         # A key is one shm_open name: "/name" or "name", never a path elsewhere.
@@ -172,3 +288,18 @@ class SharedMemoryRegistry:
             return mmap.mmap(fd, size)
         finally:
             os.close(fd)
+
+
+def _copy_failed(
+    tensor: str, direction: str, ref: SharedMemoryRef, exc: Exception
+) -> AccelServeError:
+    return AccelServeError(
+        f"{tensor}: copying {direction} CUDA shared memory region '{ref.region}' failed: {exc}"
+    )
+
+
+def _unregistered(tensor: str, ref: SharedMemoryRef) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{tensor}: shared memory region '{ref.region}' was unregistered while the request "
+        f"was using it"
+    )

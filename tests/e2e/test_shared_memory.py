@@ -273,19 +273,6 @@ def test_register_errors(
     assert response.status_code == 405
 
 
-def test_cuda_shared_memory_is_a_clear_400(
-    server: ServerProcess, grpc: grpcclient.InferenceServerClient
-) -> None:
-    url = f"{server.base}/v2/cudasharedmemory/region/gpu/register"
-    response = httpx.post(url, json={"raw_handle": {"b64": ""}, "device_id": 0, "byte_size": 4})
-    assert response.status_code == 400
-    assert "CUDA shared memory is not supported on this server" in response.json()["error"]
-    assert httpx.get(f"{server.base}/v2/cudasharedmemory/status").json() == []
-    error = _http_error(grpc.register_cuda_shared_memory, "gpu", b"\0" * 64, 0, 4)
-    assert error.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "not supported on this server" in error.message()
-
-
 def test_server_metadata_lists_the_extension(http: httpclient.InferenceServerClient) -> None:
     assert "system_shared_memory" in http.get_server_metadata()["extensions"]
 

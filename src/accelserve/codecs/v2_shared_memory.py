@@ -73,11 +73,12 @@ def shared_memory_ref(owner: str, params: Mapping[str, object]) -> SharedMemoryR
 
 def read_shared_inputs(request: DecodedRequest, registry: SharedMemoryRegistry) -> None:
     """Put the request's shared-memory inputs into ``request.inputs``: read-only arrays over
-    the regions (BYTES elements are copied out, being variable-length)."""
+    system regions, host copies of CUDA regions (BYTES elements are copied out, being
+    variable-length)."""
     for name, shared in request.shared_inputs.items():
         owner = f"input '{name}'"
         ref = shared.ref
-        mapping, start = registry.buffer(owner, ref)
+        mapping, start = registry.read(owner, ref)
         if shared.datatype == "BYTES":
             array = bytes_elements(
                 name, shared.shape, shared.count, memoryview(mapping), start, start + ref.byte_size
@@ -118,8 +119,7 @@ def write_shared_outputs(
                 f"{owner} '{BYTE_SIZE}': expected at least {size} bytes to hold the result "
                 f"({datatype}, shape {list(array.shape)}); received {ref.byte_size}"
             )
-        mapping, start = registry.buffer(owner, ref)
-        mapping[start : start + size] = data
+        registry.write(owner, ref, data)
 
 
 def shared_output_parameters(

@@ -1,10 +1,12 @@
 """Triton's shared-memory extension over gRPC: the System/CudaSharedMemory{Status,Register,
 Unregister} RPCs, each a thin adapter over the data plane's ``SharedMemoryRegistry`` (CUDA
-shared memory: registering is INVALID_ARGUMENT on this server, the status lists no region).
+shared memory on a server without a GPU: registering is INVALID_ARGUMENT, the status lists no
+region).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,17 +44,29 @@ def shared_memory_methods(
         return pb.SystemSharedMemoryUnregisterResponse()
 
     async def cuda_status(request: pb.CudaSharedMemoryStatusRequest, context: Any) -> Message:
-        if request.name:
-            raise registry.cuda_unsupported(request.name)
-        return pb.CudaSharedMemoryStatusResponse()
+        response = pb.CudaSharedMemoryStatusResponse()
+        for region in registry.cuda_status(request.name):
+            response.regions[str(region["name"])].CopyFrom(
+                pb.CudaSharedMemoryStatusResponse.RegionStatus(**region)  # type: ignore[arg-type]
+            )
+        return response
 
     async def cuda_register(request: pb.CudaSharedMemoryRegisterRequest, context: Any) -> Message:
-        raise registry.cuda_unsupported(request.name)
+        # opening an IPC handle is a driver call: off the event loop
+        await asyncio.to_thread(
+            registry.register_cuda,
+            request.name,
+            request.raw_handle,
+            request.device_id,
+            request.byte_size,
+        )
+        return pb.CudaSharedMemoryRegisterResponse()
 
     async def cuda_unregister(
         request: pb.CudaSharedMemoryUnregisterRequest, context: Any
     ) -> Message:
-        return pb.CudaSharedMemoryUnregisterResponse()  # no CUDA region is ever registered
+        registry.unregister_cuda(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     return {
         "SystemSharedMemoryStatus": (pb.SystemSharedMemoryStatusRequest, system_status),

@@ -9,6 +9,7 @@ goes through orjson (codecs.v2_http_json): 8x faster than the standard library o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -63,6 +64,10 @@ class HttpFrontend:
         if parts[0] == "v2":
             if len(parts) >= 3 and parts[1] in SHARED_MEMORY_KINDS:
                 registry = self.dataplane.shared_memory
+                if parts[1] == "cudasharedmemory":  # CUDA driver calls (and CuPy's import)
+                    return await asyncio.to_thread(
+                        shared_memory_route, registry, method, parts, request.body
+                    )
                 return shared_memory_route(registry, method, parts, request.body)
             if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
                 return await self._model_route(method, parts, request)

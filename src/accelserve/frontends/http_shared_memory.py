@@ -4,13 +4,16 @@
     POST /v2/systemsharedmemory/region/{name}/register   {"key", "offset", "byte_size"}
     POST /v2/systemsharedmemory[/region/{name}]/unregister
 
-and the same under ``/v2/cudasharedmemory``, where registering answers 400 (this server maps no
-CUDA IPC handles), the status lists no region and unregistering has nothing to do. The regions
-themselves are ``shared_memory.SharedMemoryRegistry``, the data plane's.
+and the same under ``/v2/cudasharedmemory``, whose register body is
+``{"raw_handle": {"b64": <base64 CUDA IPC handle>}, "device_id", "byte_size"}`` (a server
+without a GPU answers 400 to it, and its status lists no region). The regions themselves are
+``shared_memory.SharedMemoryRegistry``, the data plane's.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from accelserve.codecs.v2 import describe
@@ -38,13 +41,12 @@ def shared_memory_route(
         expect_method(method, "GET", route)
         if kind == "systemsharedmemory":
             return _json(registry.system_status(name))
-        if name:
-            raise registry.cuda_unsupported(name)
-        return _json([])
+        return _json(registry.cuda_status(name))
     if action == "register" and name:
         expect_method(method, "POST", route)
         if kind == "cudasharedmemory":
-            raise registry.cuda_unsupported(name)
+            registry.register_cuda(name, *_cuda_register_body(name, body))
+            return _json({})
         key, offset, byte_size = _register_body(name, body)
         registry.register_system(name, key, offset, byte_size)
         return _json({})
@@ -52,6 +54,8 @@ def shared_memory_route(
         expect_method(method, "POST", route)
         if kind == "systemsharedmemory":
             registry.unregister_system(name)
+        else:
+            registry.unregister_cuda(name)
         return _json({})
     raise ModelNotFoundError(f"no route for {method} {route}")
 
@@ -80,6 +84,40 @@ def _register_body(name: str, body: bytes) -> tuple[str, int, int]:
             )
         values.append(value)
     return key, values[0], values[1]
+
+
+def _cuda_register_body(name: str, body: bytes) -> tuple[bytes, int, int]:
+    data = decode_json(body) if body.strip() else None
+    what = f"register CUDA shared memory region '{name}'"
+    if type(data) is not dict:
+        raise InvalidArgumentError(
+            f"{what}: expected a JSON object with 'raw_handle', 'device_id' and 'byte_size'; "
+            f"received {describe(data)}"
+        )
+    handle = data.get("raw_handle")
+    encoded = handle.get("b64") if type(handle) is dict else None
+    raw: bytes | None = None
+    if type(encoded) is str:
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raw = None
+    if raw is None:
+        received = "nothing" if handle is None else describe(handle)
+        raise InvalidArgumentError(
+            f"{what} 'raw_handle': expected {{\"b64\": <the base64 of a CUDA IPC memory "
+            f"handle>}}; received {received}"
+        )
+    values: list[int] = []
+    for field in ("device_id", "byte_size"):
+        value: Any = data.get(field)
+        if type(value) is not int or value < 0:
+            received = "nothing" if value is None else describe(value)
+            raise InvalidArgumentError(
+                f"{what} '{field}': expected a non-negative integer; received {received}"
+            )
+        values.append(value)
+    return raw, values[0], values[1]
 
 
 def _json(data: Any) -> Response:
