@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from accelserve.deploy import cli as ray_cli
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help text)
@@ -24,6 +25,7 @@ TOOLS: dict[str, tuple[str, str]] = {
         "measure a model on each device and recommend a config",
     ),
     "prepare-examples": ("accelserve.tools.examples.build", "build the example models' files"),
+    "deploy": ("accelserve.deploy.cli", "write a deployment config (Ray Serve) for a repository"),
 }
 
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         f"latency at low load for some CPU (default {DEFAULT_WINDOW_US}; 0 disables)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ray_cli.add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     devices = commands.add_parser("devices", help="list the devices on this host")
@@ -94,6 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
     from accelserve.errors import AccelServeError
     from accelserve.server import ServerSettings, run
 
+    if args.ray is not None:
+        return ray_cli.serve_on_ray(args)
     settings = ServerSettings(
         model_repository=args.model_repository,
         host=args.host,
