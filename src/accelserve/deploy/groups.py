@@ -70,15 +70,20 @@ def plan_groups(root: str | Path, specs: dict[str, list[str]] | None = None) -> 
                     f"'{owner[model]}' and '{group}'"
                 )
             owner[model] = group
-    for name in names:  # ensembles pull their steps into their own group
-        if name in configs and is_ensemble(configs[name]):
-            group = owner.setdefault(name, DEFAULT_GROUP)
-            for step in _steps(name, configs, names):
-                if owner.setdefault(step, group) != group:
-                    raise ConfigError(
-                        f"--group: ensemble '{name}' (group '{group}') runs '{step}', which is "
-                        f"in group '{owner[step]}'; an ensemble's steps must share its group"
-                    )
+    ensembles = [n for n in names if n in configs and is_ensemble(configs[n])]
+    # Ensembles pull their steps into their own group: named ones first, then the others,
+    # which join the group of a step that has one.
+    for name in sorted(ensembles, key=lambda n: n not in owner):
+        steps = _steps(name, configs, names)
+        if name not in owner:
+            owner[name] = next((owner[s] for s in steps if s in owner), DEFAULT_GROUP)
+        group = owner[name]
+        for step in steps:
+            if owner.setdefault(step, group) != group:
+                raise ConfigError(
+                    f"--group: ensemble '{name}' (group '{group}') runs '{step}', which is "
+                    f"in group '{owner[step]}'; an ensemble's steps must share its group"
+                )
     for name in names:
         owner.setdefault(name, DEFAULT_GROUP)
     order = [*list(specs or {}), DEFAULT_GROUP]

@@ -1,0 +1,177 @@
+"""accelserve on a real 2-node Ray cluster on this machine (``accelserve serve --ray``).
+
+One cluster for the module (head + one worker node, one CPU each, so the two replicas of
+``simple``, one CPU each, must land on different nodes), one ``accelserve serve --ray``
+process, then: placement, the real tritonclient through Ray's proxy, and the Serve config.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+import yaml
+
+from tests.conftest import ServerProcess, copy_example
+from tests.ray_cluster import LocalRayCluster
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
+pytest.importorskip("ray.serve")
+
+NODE_HEADER = "accelserve-ray-node"
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ray") / "models"
+    copy_example("simple", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalRayCluster]:
+    cluster = LocalRayCluster(head_cpus=1, worker_cpus=1)
+    try:
+        cluster.add_worker()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        repository,
+        "--ray",
+        cluster.address,
+        "--replicas",
+        "2",
+        "--device",
+        "cpu",
+        env=cluster.env,
+    )
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.output()[-3000:]
+
+
+def node_ids(cluster: LocalRayCluster) -> set[str]:
+    code = (
+        f"import ray, json; ray.init(address={cluster.address!r}, logging_level='error');"
+        "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=cluster.env, timeout=120, check=True
+    )
+    return set(json.loads(result.stdout.decode().strip().splitlines()[-1]))
+
+
+def infer_json(base: str, value: int) -> httpx.Response:
+    body = {
+        "inputs": [
+            {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [value] * 16},
+            {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": list(range(16))},
+        ]
+    }
+    return httpx.post(f"{base}/v2/models/simple/infer", json=body, timeout=30)
+
+
+def test_replicas_run_on_both_nodes(server: ServerProcess, cluster: LocalRayCluster) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda i: infer_json(server.base, i), range(200)))
+    assert [r.status_code for r in responses] == [200] * 200
+    for i, response in enumerate(responses):
+        assert response.json()["outputs"][0]["data"] == [i + k for k in range(16)]
+    answered = {r.headers[NODE_HEADER] for r in responses}
+    assert answered == node_ids(cluster)
+    assert len(answered) == 2
+
+
+def test_tritonclient_through_the_cluster_endpoint(server: ServerProcess) -> None:
+    client = httpclient.InferenceServerClient(server.url)
+    assert client.is_server_ready()
+    assert client.is_model_ready("simple")
+    assert client.get_model_metadata("simple")["inputs"][0]["shape"] == [-1, 16]
+    a = np.arange(32, dtype=np.int32).reshape(2, 16)
+    b = np.full((2, 16), 3, dtype=np.int32)
+    for binary in (True, False):
+        inputs = []
+        for name, data in (("INPUT0", a), ("INPUT1", b)):
+            tensor = httpclient.InferInput(name, list(data.shape), "INT32")
+            tensor.set_data_from_numpy(data, binary_data=binary)
+            inputs.append(tensor)
+        outputs = [
+            httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("OUTPUT0", "OUTPUT1")
+        ]
+        result = client.infer("simple", inputs, outputs=outputs)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+
+
+def test_client_errors_keep_their_status_through_ray(server: ServerProcess) -> None:
+    response = httpx.post(f"{server.base}/v2/models/nope/infer", json={"inputs": []})
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
+    response = httpx.post(
+        f"{server.base}/v2/models/simple/infer",
+        json={
+            "inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 15], "data": [0] * 15}]
+        },
+    )
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> None:
+    output = tmp_path / "serve.yaml"
+    command = [
+        sys.executable,
+        "-m",
+        "accelserve.cli",
+        "deploy",
+        "ray",
+        "--model-repository",
+        str(repository),
+        "--replicas",
+        "3",
+        "--device",
+        "cpu",
+        "-o",
+        str(output),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    config = yaml.safe_load(output.read_text())
+    (app,) = config["applications"]
+    assert app["import_path"] == "accelserve.deploy.ray:build_app"
+    assert app["args"]["model_repository"] == str(repository.resolve())
+    (deployment,) = app["deployments"]
+    assert deployment["name"] == "accelserve-default"
+    assert deployment["num_replicas"] == 3
+    assert deployment["ray_actor_options"] == {"num_cpus": 1.0}
+    assert deployment["max_ongoing_requests"] == 16  # simple: batches of 8, one instance
+
+
+def test_deploy_ray_rejects_a_bad_group_with_a_clear_message(repository: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "accelserve.cli",
+        "deploy",
+        "ray",
+        "--model-repository",
+        str(repository),
+        "--group",
+        "g=nope",
+    ]
+    result = subprocess.run(command, capture_output=True, timeout=120, text=True)
+    assert result.returncode == 2
+    assert "--group g: expected models of the repository (simple); received 'nope'" in result.stderr
