@@ -40,7 +40,8 @@ class LocalRayCluster:
 
     def __init__(self, head_cpus: int = 1, worker_cpus: int = 1, env: dict[str, str] | None = None):
         self.temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths
-        self.env = {**os.environ, **ENV, **(env or {})}
+        # Every process of the cluster inherits this: how processes() finds ours.
+        self.env = {**os.environ, **ENV, **(env or {}), "ACCELSERVE_TEST_RAY": self.temp_dir}
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen[bytes]] = []
@@ -138,6 +139,23 @@ class LocalRayCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def processes(self, title: str) -> list[int]:
+        """Pids of this cluster's processes whose title (Ray sets ``ray::<actor>``) starts
+        with ``title``."""
+        marker = f"ACCELSERVE_TEST_RAY={self.temp_dir}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if command.startswith(title.encode()) and marker in environ.split(b"\0"):
+                found.append(int(entry.name))
+        return found
 
     def _leftover_pids(self) -> list[int]:
         """Processes still running that were started for this cluster (their command line

@@ -7,9 +7,14 @@ process, then: placement, the real tritonclient through Ray's proxy, and the Ser
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,14 +80,14 @@ def node_ids(cluster: LocalRayCluster) -> set[str]:
     return set(json.loads(result.stdout.decode().strip().splitlines()[-1]))
 
 
-def infer_json(base: str, value: int) -> httpx.Response:
+def infer_json(base: str, value: int, http: httpx.Client | None = None) -> httpx.Response:
     body = {
         "inputs": [
             {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [value] * 16},
             {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": list(range(16))},
         ]
     }
-    return httpx.post(f"{base}/v2/models/simple/infer", json=body, timeout=30)
+    return (http or httpx).post(f"{base}/v2/models/simple/infer", json=body, timeout=60)
 
 
 def test_replicas_run_on_both_nodes(server: ServerProcess, cluster: LocalRayCluster) -> None:
@@ -131,6 +136,51 @@ def test_client_errors_keep_their_status_through_ray(server: ServerProcess) -> N
     assert "error" in response.json()
 
 
+REPLICA_TITLE = "ray::ServeReplica:accelserve:accelserve-default"
+
+
+def test_a_killed_replica_costs_no_unary_request(
+    server: ServerProcess, cluster: LocalRayCluster
+) -> None:
+    replicas = cluster.processes(REPLICA_TITLE)
+    assert len(replicas) == 2
+    half_done = threading.Event()
+    done = itertools.count()
+    failures: list[str] = []
+
+    def client(worker: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            for i in range(60):
+                value = worker * 1000 + i
+                response = infer_json(server.base, value, http)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+                elif response.json()["outputs"][0]["data"] != [value + k for k in range(16)]:
+                    failures.append(f"wrong answer {response.text}")
+                if next(done) == 8 * 60 // 3:
+                    half_done.set()
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client, w) for w in range(8)]
+        assert half_done.wait(120)
+        os.kill(replicas[0], signal.SIGKILL)
+        for future in futures:
+            future.result()
+    assert failures == []
+    # Serve replaces the replica: both nodes answer again.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with ThreadPoolExecutor(8) as pool:
+            answered = {
+                r.headers[NODE_HEADER]
+                for r in pool.map(lambda i: infer_json(server.base, i), range(40))
+            }
+        if len(answered) == 2 and len(cluster.processes(REPLICA_TITLE)) == 2:
+            break
+        time.sleep(0.5)
+    assert len(answered) == 2
+
+
 def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> None:
     output = tmp_path / "serve.yaml"
     command = [
@@ -153,7 +203,8 @@ def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> N
     (app,) = config["applications"]
     assert app["import_path"] == "accelserve.deploy.ray:build_app"
     assert app["args"]["model_repository"] == str(repository.resolve())
-    (deployment,) = app["deployments"]
+    deployment, router = app["deployments"]
+    assert router["name"] == "accelserve-router"
     assert deployment["name"] == "accelserve-default"
     assert deployment["num_replicas"] == 3
     assert deployment["ray_actor_options"] == {"num_cpus": 1.0}

@@ -1,5 +1,4 @@
-"""The Ray Serve deployments: one accelserve data plane per replica over a group of models,
-and (with several groups) a router in front of them.
+"""The Ray Serve deployment of a group of models: one accelserve data plane per replica.
 
 A replica loads its group with the same repository, schedulers and frontend code as a single
 server: batching stays accelserve's (no ``@serve.batch``), and a request reaches the data plane
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import ModelNotFoundError
-from accelserve.frontends.http import HttpFrontend, render_error
+from accelserve.frontends.http import HttpFrontend
 from accelserve.frontends.http_server import Headers, Request, Response
 from accelserve.repository import ModelRepository
 from accelserve.server import release_free_memory
@@ -83,14 +82,16 @@ class GroupReplica:
             list(request.headers.raw),
             body,
         )
-        status, headers, payload = response
-        return to_starlette((status, headers + self.node_header, payload))
+        return to_starlette(response)
 
     async def handle_raw(
         self, method: str, path: str, query: bytes, headers: Headers, body: bytes
     ) -> Response:
-        """One HTTP request, as the router forwards it."""
-        return await self.frontend.handle(Request(method, path, query, headers, body))
+        """One HTTP request, as the router forwards it; the answer names this replica's node."""
+        status, out, payload = await self.frontend.handle(
+            Request(method, path, query, headers, body)
+        )
+        return status, out + self.node_header, payload
 
     def check_health(self) -> None:
         if not self.dataplane.ready():
@@ -125,67 +126,3 @@ def to_starlette(response: Response) -> StarletteResponse:
     length = [(k, v) for k, v in result.raw_headers if k == b"content-length"]
     result.raw_headers = list(headers) + length
     return result
-
-
-class GroupRouter:
-    """The ingress when the repository is split into groups: a model's routes go to its
-    group's deployment; server-wide routes (health, statistics, repository index) ask every
-    group and combine the answers."""
-
-    def __init__(self, groups: dict[str, Any], owners: dict[str, str]) -> None:
-        self.groups = groups  # group name -> DeploymentHandle
-        self.owners = owners  # model name -> group name
-
-    async def __call__(self, request: StarletteRequest) -> StarletteResponse:
-        body = await request.body()
-        path = request.scope["path"]
-        args = (request.method, path, request.scope.get("query_string", b""))
-        headers = list(request.headers.raw)
-        group = self._owner(path, body)
-        if group is not None:
-            return to_starlette(await self.groups[group].handle_raw.remote(*args, headers, body))
-        answers = [
-            await handle.handle_raw.remote(*args, headers, body) for handle in self.groups.values()
-        ]
-        return to_starlette(combine(path, answers))
-
-    def _owner(self, path: str, body: bytes) -> str | None:
-        parts = path.strip("/").split("/")
-        if len(parts) >= 3 and parts[1] == "models" and parts[2] != "stats":
-            return self.owners.get(parts[2].split(":")[0], _first(self.groups))
-        if len(parts) == 5 and parts[:3] == ["v2", "repository", "models"]:
-            return self.owners.get(parts[3], _first(self.groups))
-        if path.startswith("/v1/"):  # OpenAI: the model is named in the body
-            from accelserve.codecs.v2_http_json import decode_json
-
-            try:
-                model = decode_json(body).get("model")
-            except Exception:  # the group's frontend reports the bad body
-                model = None
-            return (
-                self.owners.get(model, _first(self.groups))
-                if isinstance(model, str)
-                else _first(self.groups)
-            )
-        return None
-
-
-def _first(groups: dict[str, Any]) -> str:
-    return next(iter(groups))
-
-
-def combine(path: str, answers: list[Response]) -> Response:
-    """One answer from every group's answer to a server-wide route: the first failure, or
-    the statistics / index lists joined, or the first answer (health, metadata)."""
-    from accelserve.codecs.v2_http_json import decode_json, encode_json
-
-    for answer in answers:
-        if answer[0] >= 400:
-            return answer
-    if path.rstrip("/") == "/v2/models/stats":
-        stats = [s for a in answers for s in decode_json(a[2])["model_stats"]]
-        return 200, answers[0][1], encode_json({"model_stats": stats})
-    if path.rstrip("/") == "/v2/repository/index":
-        rows = [row for a in answers for row in decode_json(a[2])]
-        return 200, answers[0][1], encode_json(rows)
-    return answers[0] if answers else render_error(503, "no model group is deployed")
