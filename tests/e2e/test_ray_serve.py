@@ -1,7 +1,7 @@
 """accelserve on a real 2-node Ray cluster on this machine (``accelserve serve --ray``).
 
-One cluster for the module (head + one worker node, one CPU each, so the two replicas of
-``simple``, one CPU each, must land on different nodes), one ``accelserve serve --ray``
+One cluster for the module (head + one worker node, two CPUs each, so the two replicas of
+the repository, two CPU instances each, must land on different nodes), one ``accelserve serve --ray``
 process, then: placement, the real tritonclient through Ray's proxy, and the Serve config.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -37,13 +39,23 @@ NODE_HEADER = "accelserve-ray-node"
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ray") / "models"
-    copy_example("simple", root)
+    simple = copy_example("simple", root)
+    # The same model, but its requests wait in the replica's batcher: a replica killed under
+    # load surely holds some.
+    shutil.copytree(simple, root / "simple_delayed")
+    config = (
+        (simple / "config.pbtxt").read_text().replace('name: "simple"', 'name: "simple_delayed"')
+    )
+    config = config.replace(
+        "dynamic_batching { }", "dynamic_batching { max_queue_delay_microseconds: 200000 }"
+    )
+    (root / "simple_delayed" / "config.pbtxt").write_text(config)
     return root
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
-    cluster = LocalRayCluster(head_cpus=1, worker_cpus=1)
+    cluster = LocalRayCluster(head_cpus=2, worker_cpus=2)
     try:
         cluster.add_worker()
         yield cluster
@@ -80,14 +92,16 @@ def node_ids(cluster: LocalRayCluster) -> set[str]:
     return set(json.loads(result.stdout.decode().strip().splitlines()[-1]))
 
 
-def infer_json(base: str, value: int, http: httpx.Client | None = None) -> httpx.Response:
+def infer_json(
+    base: str, value: int, http: httpx.Client | None = None, model: str = "simple"
+) -> httpx.Response:
     body = {
         "inputs": [
             {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [value] * 16},
             {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": list(range(16))},
         ]
     }
-    return (http or httpx).post(f"{base}/v2/models/simple/infer", json=body, timeout=60)
+    return (http or httpx).post(f"{base}/v2/models/{model}/infer", json=body, timeout=60)
 
 
 def test_replicas_run_on_both_nodes(server: ServerProcess, cluster: LocalRayCluster) -> None:
@@ -136,6 +150,39 @@ def test_client_errors_keep_their_status_through_ray(server: ServerProcess) -> N
     assert "error" in response.json()
 
 
+def simple_stats(base: str, path: str = "/v2/models/stats") -> dict[str, Any]:
+    response = httpx.get(base + path, timeout=30)
+    assert response.status_code == 200, response.text
+    (entry,) = [s for s in response.json()["model_stats"] if s["name"] == "simple"]
+    return entry
+
+
+def test_statistics_are_summed_over_the_replicas(server: ServerProcess) -> None:
+    before = simple_stats(server.base)
+    before_model = simple_stats(server.base, "/v2/models/simple/stats")
+    assert before_model["inference_count"] == before["inference_count"]
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda i: infer_json(server.base, i), range(100)))
+    assert [r.status_code for r in responses] == [200] * 100
+    assert len({r.headers[NODE_HEADER] for r in responses}) == 2  # both replicas counted some
+    after = simple_stats(server.base)
+    assert after["inference_count"] - before["inference_count"] == 100
+    success = after["inference_stats"]["success"]["count"]
+    assert success - before["inference_stats"]["success"]["count"] == 100
+    assert (
+        simple_stats(server.base, "/v2/models/simple/stats")["inference_count"]
+        == after["inference_count"]
+    )
+    batches = sum(b["compute_infer"]["count"] * b["batch_size"] for b in after["batch_stats"])
+    assert batches == after["inference_count"]
+
+
+def test_statistics_of_an_unknown_model_are_a_404(server: ServerProcess) -> None:
+    response = httpx.get(f"{server.base}/v2/models/nope/stats", timeout=30)
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
+
+
 REPLICA_TITLE = "ray::ServeReplica:accelserve:accelserve-default"
 
 
@@ -150,14 +197,14 @@ def test_a_killed_replica_costs_no_unary_request(
 
     def client(worker: int) -> None:
         with httpx.Client(timeout=60) as http:
-            for i in range(60):
+            for i in range(20):
                 value = worker * 1000 + i
-                response = infer_json(server.base, value, http)
+                response = infer_json(server.base, value, http, "simple_delayed")
                 if response.status_code != 200:
                     failures.append(f"{response.status_code} {response.text}")
                 elif response.json()["outputs"][0]["data"] != [value + k for k in range(16)]:
                     failures.append(f"wrong answer {response.text}")
-                if next(done) == 8 * 60 // 3:
+                if next(done) == 8 * 20 // 3:
                     half_done.set()
 
     with ThreadPoolExecutor(8) as pool:
@@ -207,8 +254,8 @@ def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> N
     assert router["name"] == "accelserve-router"
     assert deployment["name"] == "accelserve-default"
     assert deployment["num_replicas"] == 3
-    assert deployment["ray_actor_options"] == {"num_cpus": 1.0}
-    assert deployment["max_ongoing_requests"] == 16  # simple: batches of 8, one instance
+    assert deployment["ray_actor_options"] == {"num_cpus": 2.0}  # one instance per model
+    assert deployment["max_ongoing_requests"] == 32  # two models, batches of 8, 2 in flight
 
 
 def test_deploy_ray_rejects_a_bad_group_with_a_clear_message(repository: Path) -> None:
@@ -225,4 +272,7 @@ def test_deploy_ray_rejects_a_bad_group_with_a_clear_message(repository: Path) -
     ]
     result = subprocess.run(command, capture_output=True, timeout=120, text=True)
     assert result.returncode == 2
-    assert "--group g: expected models of the repository (simple); received 'nope'" in result.stderr
+    assert (
+        "--group g: expected models of the repository (simple, simple_delayed); received 'nope'"
+        in result.stderr
+    )

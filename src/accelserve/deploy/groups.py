@@ -24,6 +24,11 @@ DEFAULT_GROUP = "default"
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
+def deployment_name(group: str) -> str:
+    """The Ray Serve deployment that serves a group."""
+    return f"accelserve-{group}"
+
+
 @dataclass(frozen=True)
 class ModelGroup:
     name: str

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accelserve.deploy.groups import ModelGroup, plan_groups
+from accelserve.deploy.groups import ModelGroup, deployment_name, plan_groups
 from accelserve.deploy.resources import replica_resources
 from accelserve.errors import ConfigError
 
@@ -60,10 +60,6 @@ def parse_autoscale(text: str) -> list[int]:
     if not sep or not low.strip().isdigit() or not high.strip().isdigit():
         raise ConfigError(f"--autoscale: expected MIN:MAX (e.g. 1:4); received {text!r}")
     return [int(low), int(high)]
-
-
-def deployment_name(group: str) -> str:
-    return f"accelserve-{group}"
 
 
 def deployment_options(group: ModelGroup, options: DeployOptions) -> dict[str, Any]:
@@ -155,6 +151,8 @@ def serve_on_ray(
     import ray
     from ray import serve
 
+    from accelserve.deploy.peers import remove_registry
+
     if address == "auto":
         try:
             ray.init(address="auto")
@@ -176,5 +174,6 @@ def serve_on_ray(
     finally:
         try:
             serve.delete(APP_NAME)
+            remove_registry()
         finally:
             ray.shutdown()

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import ModelNotFoundError
-from accelserve.frontends.http import HttpFrontend
-from accelserve.frontends.http_server import Headers, Request, Response
+from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
+from accelserve.frontends.http_server import Headers, HttpServer, Request, Response
 from accelserve.repository import ModelRepository
 from accelserve.server import release_free_memory
 
@@ -71,7 +71,26 @@ class GroupReplica:
         release_free_memory()
         self.frontend = HttpFrontend(self.dataplane, extra=_v1_handler(self.dataplane))
         self.node_header = [(NODE_HEADER, _ray_node_id().encode())]
+        await self._serve_peers()
         self.dataplane.started = True
+
+    async def _serve_peers(self) -> None:
+        """accelserve's own HTTP server on this node's address, recorded in the registry, so
+        that the router can ask every replica (``deploy.peers``)."""
+        import ray
+        from ray import serve
+
+        from accelserve.deploy.peers import registry
+
+        host = ray.util.get_node_ip_address()
+        self.http = HttpServer(self.frontend.handle, render_error, DEFAULT_MAX_BODY)
+        await self.http.start(host, 0)
+        context = serve.get_replica_context()
+        self.peer_key = f"{context.app_name}/{context.deployment}"
+        self.replica_id = context.replica_id.unique_id
+        self.registry = registry()
+        url = f"http://{host}:{self.http.port}"
+        await self.registry.add.remote(self.peer_key, self.replica_id, url)
 
     async def __call__(self, request: StarletteRequest) -> StarletteResponse:
         body = await request.body()
@@ -103,6 +122,8 @@ class GroupReplica:
     async def __del__(self) -> None:
         # Serve calls this on a graceful stop: drain the schedulers like a single server.
         self.dataplane.stopping = True
+        await self.registry.remove.remote(self.peer_key, self.replica_id)
+        await self.http.stop()
         await self.repository.stop()
 
 

@@ -6,7 +6,7 @@ catches the replica's failure (``RayActorError``) and sends the request again. T
 for every read and every inference request: accelserve's models keep no state between
 requests (no sequence batching) and answer unary calls. Repository control (load/unload) is
 not retried, since it may have been applied before the replica died. Server-wide routes (health, statistics, repository index) ask every
-group and combine the answers.
+group and combine the answers; statistics ask every replica (``deploy.peers``) and sum them.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from accelserve.codecs.v2_http_json import decode_json, encode_json
+from accelserve.deploy.groups import deployment_name
 from accelserve.deploy.replica import to_starlette
 from accelserve.frontends.http import render_error
 from accelserve.frontends.http_server import Headers, Response
@@ -32,9 +34,13 @@ BACKOFF_S = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 
 class GroupRouter:
     def __init__(self, groups: dict[str, Any], owners: dict[str, str]) -> None:
+        from ray import serve
+
         self.groups = groups  # group name -> DeploymentHandle of its GroupReplica deployment
         self.owners = owners  # model name -> group name
         self.first = next(iter(groups))
+        self.app = serve.get_replica_context().app_name
+        self.registry: Any = None
 
     async def __call__(self, request: StarletteRequest) -> StarletteResponse:
         body = await request.body()
@@ -42,6 +48,11 @@ class GroupRouter:
         method = request.method
         args = (method, path, request.scope.get("query_string", b""), list(request.headers.raw))
         model = model_of(path, body)
+        if method == "GET" and path.rstrip("/").endswith("/stats"):
+            groups = list(self.groups) if model is None else [self.owners.get(model, self.first)]
+            summed = await self.cluster_stats(path, groups)
+            if summed is not None:
+                return to_starlette(summed)
         if model is not None or not _server_wide(path):
             group = self.owners.get(model or "", self.first)  # unknown: its group says 404
             retry = method in ("GET", "HEAD") or not _is_control(path)
@@ -67,6 +78,25 @@ class GroupRouter:
         return render_error(
             503, f"model group '{group}': the replica serving the request failed; try again"
         )
+
+    async def cluster_stats(self, path: str, groups: list[str]) -> Response | None:
+        """The statistics of every replica of ``groups``, summed; None when no replica
+        answers 200 (the request then goes to one replica, which gives the error)."""
+        from accelserve.deploy.peers import fetch_json, registry, sum_model_stats
+
+        if self.registry is None:
+            self.registry = registry()
+        keys = [f"{self.app}/{deployment_name(g)}" for g in groups]
+        urls: list[str] = await self.registry.urls.remote(keys)
+        answers = await asyncio.gather(*(fetch_json(url, quote(path)) for url in urls))
+        for url, answer in zip(urls, answers, strict=True):
+            if answer is None:
+                self.registry.remove_url.remote(url)
+        found = [a["model_stats"] for a in answers if isinstance(a, dict) and "model_stats" in a]
+        if not found:
+            return None
+        body = encode_json({"model_stats": sum_model_stats(found)})
+        return 200, [(b"content-type", b"application/json")], body
 
 
 def model_of(path: str, body: bytes) -> str | None:
