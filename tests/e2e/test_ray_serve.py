@@ -250,8 +250,7 @@ def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> N
     (app,) = config["applications"]
     assert app["import_path"] == "accelserve.deploy.ray:build_app"
     assert app["args"]["model_repository"] == str(repository.resolve())
-    deployment, router = app["deployments"]
-    assert router["name"] == "accelserve-router"
+    (deployment,) = app["deployments"]  # one group: it is the ingress, no router
     assert deployment["name"] == "accelserve-default"
     assert deployment["num_replicas"] == 3
     assert deployment["ray_actor_options"] == {"num_cpus": 2.0}  # one instance per model

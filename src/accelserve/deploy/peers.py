@@ -3,8 +3,8 @@
 Ray Serve sends a request to one replica and has no broadcast, so each replica also serves
 its data plane on accelserve's own HTTP server (on its node's address, a free port) and
 records that address in a registry: a small detached Ray actor on the head node, keyed by
-application and deployment. The router reads the addresses, asks every replica, and sums the
-answers (``sum_model_stats``, a pure function). A replica that has gone (killed, node lost) is
+application and deployment. The replica (or router) that receives a statistics request reads
+the addresses, asks every replica, and sums the answers (``sum_model_stats``, a pure function). A replica that has gone (killed, node lost) is
 dropped from the registry the first time it does not answer.
 """
 
@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
+from urllib.parse import quote
 
-from accelserve.codecs.v2_http_json import decode_json
+from accelserve.codecs.v2_http_json import decode_json, encode_json
+from accelserve.frontends.http_server import Response
 
 REGISTRY = "accelserve-peers"
 NAMESPACE = "accelserve"
@@ -82,6 +84,22 @@ async def fetch_json(url: str, path: str) -> Any:
     if not head.startswith(b"HTTP/1.1 200"):
         return None
     return decode_json(body)
+
+
+async def cluster_stats(registry: Any, keys: list[str], path: str) -> Response | None:
+    """``GET path`` (a statistics route) from every replica registered under ``keys``,
+    summed; None when no replica answers 200 (the caller then answers alone, with its error).
+    A replica that does not answer is dropped from the registry."""
+    urls: list[str] = await registry.urls.remote(keys)
+    answers = await asyncio.gather(*(fetch_json(url, quote(path)) for url in urls))
+    for url, answer in zip(urls, answers, strict=True):
+        if answer is None:
+            registry.remove_url.remote(url)
+    found = [a["model_stats"] for a in answers if isinstance(a, dict) and "model_stats" in a]
+    if not found:
+        return None
+    body = encode_json({"model_stats": sum_model_stats(found)})
+    return 200, [(b"content-type", b"application/json")], body
 
 
 def sum_model_stats(answers: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -94,9 +94,16 @@ class GroupReplica:
 
     async def __call__(self, request: StarletteRequest) -> StarletteResponse:
         body = await request.body()
+        path = request.scope["path"]
+        if request.method == "GET" and path.rstrip("/").endswith("/stats"):
+            from accelserve.deploy.peers import cluster_stats
+
+            summed = await cluster_stats(self.registry, [self.peer_key], path)
+            if summed is not None:  # every replica's statistics, not only this one's
+                return to_starlette(summed)
         response = await self.handle_raw(
             request.method,
-            request.scope["path"],
+            path,
             request.scope.get("query_string", b""),
             list(request.headers.raw),
             body,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.deploy.groups import deployment_name
@@ -60,6 +59,14 @@ class GroupRouter:
         answers = [await self.forward(g, args, body, True) for g in self.groups]
         return to_starlette(combine(path, answers))
 
+    async def cluster_stats(self, path: str, groups: list[str]) -> Response | None:
+        from accelserve.deploy.peers import cluster_stats, registry
+
+        if self.registry is None:
+            self.registry = registry()
+        keys = [f"{self.app}/{deployment_name(g)}" for g in groups]
+        return await cluster_stats(self.registry, keys, path)
+
     async def forward(
         self, group: str, args: tuple[Any, ...], body: bytes, retry: bool
     ) -> Response:
@@ -78,25 +85,6 @@ class GroupRouter:
         return render_error(
             503, f"model group '{group}': the replica serving the request failed; try again"
         )
-
-    async def cluster_stats(self, path: str, groups: list[str]) -> Response | None:
-        """The statistics of every replica of ``groups``, summed; None when no replica
-        answers 200 (the request then goes to one replica, which gives the error)."""
-        from accelserve.deploy.peers import fetch_json, registry, sum_model_stats
-
-        if self.registry is None:
-            self.registry = registry()
-        keys = [f"{self.app}/{deployment_name(g)}" for g in groups]
-        urls: list[str] = await self.registry.urls.remote(keys)
-        answers = await asyncio.gather(*(fetch_json(url, quote(path)) for url in urls))
-        for url, answer in zip(urls, answers, strict=True):
-            if answer is None:
-                self.registry.remove_url.remote(url)
-        found = [a["model_stats"] for a in answers if isinstance(a, dict) and "model_stats" in a]
-        if not found:
-            return None
-        body = encode_json({"model_stats": sum_model_stats(found)})
-        return 200, [(b"content-type", b"application/json")], body
 
 
 def model_of(path: str, body: bytes) -> str | None:
