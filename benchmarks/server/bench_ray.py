@@ -5,8 +5,9 @@
 The cluster runs on this machine (tests/ray_cluster.py: a head and a worker node, two CPUs
 each, 127.0.0.1, ports and temp dir of its own). `accelserve serve --ray` deploys the
 repository with `--replicas 2` (one replica per node); requests go through Ray Serve's default
-HTTP proxy and accelserve's router deployment to a replica (docs/distributed.md). The baseline
-is `accelserve serve` on the same repository, up at the same time. `accelserve.tools.bench`
+HTTP proxy to a replica (docs/distributed.md), or straight to one replica's own HTTP server
+(the one it serves statistics on). The baseline is `accelserve serve` on the same repository,
+up at the same time. `accelserve.tools.bench`
 drives each at 1 and 16 connections (V2 binary tensors), alternating which goes first between
 repeats; the table gives medians over repeats and the ratio Ray / standalone. Writes
 benchmarks/results/bench_ray.csv and docs/PERFORMANCE.md's `server-ray` block.
@@ -32,7 +33,20 @@ from benchmarks import _report  # noqa: E402
 from tests.ray_cluster import LocalRayCluster, free_port  # noqa: E402
 
 CONCURRENCY = [1, 16]
-RAY, STANDALONE = "accelserve on Ray (2 nodes, 2 replicas)", "accelserve standalone"
+RAY, DIRECT, STANDALONE = "ray", "replica", "standalone"
+
+
+def replica_url(cluster: LocalRayCluster, env: dict[str, str]) -> str:
+    """One replica's own HTTP server (deploy/peers.py's registry)."""
+    code = (
+        f"import ray; ray.init(address={cluster.address!r}, logging_level='error');"
+        "r = ray.get_actor('accelserve-peers', namespace='accelserve');"
+        "print(ray.get(r.urls.remote(['accelserve/accelserve-default']))[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return result.stdout.strip().splitlines()[-1].removeprefix("http://")
 
 
 def simple_repository(root: Path) -> Path:
@@ -65,13 +79,13 @@ def start(
     raise RuntimeError(f"server not ready:\n{log.read_text()[-3000:]}")
 
 
-def bench(port: int, duration: float) -> dict[int, tuple[float, float]]:
+def bench(url: str, duration: float) -> dict[int, tuple[float, float]]:
     """{connections: (req/s, p50 ms)}"""
     from accelserve.tools.bench.bench import BenchSettings, run_bench
     from accelserve.tools.bench.runner import Progress
 
     settings = BenchSettings(
-        url=f"127.0.0.1:{port}",
+        url=url,
         model="simple",
         concurrency=CONCURRENCY,
         duration_s=duration,
@@ -119,12 +133,17 @@ def main() -> None:
             work / "alone.log",
         )
         processes.append(alone)
-        runs: dict[str, list[dict[int, tuple[float, float]]]] = {RAY: [], STANDALONE: []}
+        urls = {
+            RAY: f"127.0.0.1:{ports[RAY]}",
+            DIRECT: replica_url(cluster, env),
+            STANDALONE: f"127.0.0.1:{ports[STANDALONE]}",
+        }
+        runs: dict[str, list[dict[int, tuple[float, float]]]] = {n: [] for n in urls}
         for repeat in range(args.repeats):
-            order = [RAY, STANDALONE] if repeat % 2 == 0 else [STANDALONE, RAY]
+            order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
             for name in order:
                 print(f"[bench_ray] {name}, repeat {repeat + 1}", file=sys.stderr, flush=True)
-                runs[name].append(bench(ports[name], args.duration))
+                runs[name].append(bench(urls[name], args.duration))
     finally:
         for process in processes:
             process.terminate()
@@ -146,39 +165,32 @@ def report(
 
     rows, csv_rows = [], []
     for level in CONCURRENCY:
-        ray_rps, alone_rps = med(RAY, level, 0), med(STANDALONE, level, 0)
-        ray_p50, alone_p50 = med(RAY, level, 1), med(STANDALONE, level, 1)
+        rps = {name: med(name, level, 0) for name in runs}
+        p50 = {name: med(name, level, 1) for name in runs}
         rows.append(
-            [
-                level,
-                f"{ray_rps:,.0f}",
-                f"{ray_p50:.2f}",
-                f"{alone_rps:,.0f}",
-                f"{alone_p50:.2f}",
-                f"{ray_rps / alone_rps:.2f}x",
-            ]
+            [level]
+            + [f"{rps[n]:,.0f} / {p50[n]:.2f}" for n in (RAY, DIRECT, STANDALONE)]
+            + [f"{rps[RAY] / rps[STANDALONE]:.3f}x", f"{rps[DIRECT] / rps[STANDALONE]:.2f}x"]
         )
-        csv_rows.append(
-            {
-                "date": _report.today(),
-                "commit": _report.commit(),
-                "machine": _report.machine(),
-                "connections": level,
-                "ray_rps": round(ray_rps, 1),
-                "ray_p50_ms": round(ray_p50, 3),
-                "standalone_rps": round(alone_rps, 1),
-                "standalone_p50_ms": round(alone_p50, 3),
-            }
-        )
+        row: dict[str, object] = {
+            "date": _report.today(),
+            "commit": _report.commit(),
+            "machine": _report.machine(),
+            "connections": level,
+        }
+        for name in (RAY, DIRECT, STANDALONE):
+            row[f"{name}_rps"] = round(rps[name], 1)
+            row[f"{name}_p50_ms"] = round(p50[name], 3)
+        csv_rows.append(row)
     _report.append_csv(_report.result_path("bench_ray.csv"), csv_rows)
     table = _report.markdown_table(
         [
             "connections",
-            "Ray req/s",
-            "Ray p50 ms",
-            "standalone req/s",
-            "standalone p50 ms",
-            "Ray / standalone",
+            "Ray proxy req/s / p50 ms",
+            "one replica direct",
+            "standalone",
+            "Ray proxy / standalone",
+            "direct / standalone",
         ],
         rows,
     )
@@ -186,9 +198,12 @@ def report(
 
 {_report.today()}, commit {_report.commit()}, {_report.machine()}; medians of {args.repeats} repeats of
 {args.duration:g} s per level. Ray: a 2-node cluster on this machine (2 CPUs each), 2 replicas, Ray
-Serve's default proxy + accelserve's router deployment; ready in {ready[RAY]:.1f} s after the command
-(cluster already up) vs {ready[STANDALONE]:.1f} s standalone. Everything (both nodes, both servers,
-the load generator) shares this machine's cores.
+Serve's default HTTP proxy in front of the group's deployment ("Ray proxy"), and the same cluster
+with the load sent straight to one replica's own accelserve HTTP server ("one replica direct", the
+server each replica runs for summed statistics; no Ray on the request path). Ray ready in
+{ready[RAY]:.1f} s after the command (cluster already up) vs {ready[STANDALONE]:.1f} s standalone.
+Everything (both nodes, both servers, the load generator) shares this machine's cores, with
+other work running (load average {os.getloadavg()[0]:.1f} at the end).
 
 {table}
 
