@@ -55,6 +55,11 @@ def serve_on_ray(args: argparse.Namespace) -> int:
     except AccelServeError as exc:
         print(f"accelserve serve: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:  # ray.init found no cluster there
+        print(
+            f"accelserve serve: --ray {args.ray}: no Ray cluster reached ({exc})", file=sys.stderr
+        )
+        return 2
     return 0
 
 
