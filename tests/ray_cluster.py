@@ -35,13 +35,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive ports free now (Ray picks among them later)."""
+    for _ in range(50):
+        start = free_port()
+        if start + count > 65535:
+            continue
+        try:
+            sockets = []
+            for port in range(start, start + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return start
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 class LocalRayCluster:
     """A head node plus ``workers`` worker nodes (custom resource ``worker_node``)."""
 
-    def __init__(self, head_cpus: int = 1, worker_cpus: int = 1, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        head_cpus: int = 1,
+        worker_cpus: int = 1,
+        env: dict[str, str] | None = None,
+        haproxy: bool = False,
+    ):
         self.temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths
         # Every process of the cluster inherits this: how processes() finds ours.
         self.env = {**os.environ, **ENV, **(env or {}), "ACCELSERVE_TEST_RAY": self.temp_dir}
+        if haproxy:
+            self.env.update(self.haproxy_env())
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen[bytes]] = []
@@ -58,6 +87,27 @@ class LocalRayCluster:
         )
         self._wait_nodes(1)
         self.worker_cpus = worker_cpus
+
+    def haproxy_env(self) -> dict[str, str]:
+        """Ray Serve's fast front door: HAProxy, direct ingress to the replicas, throughput
+        settings; its files under this cluster's temp dir (the defaults are host-wide), its
+        ports free ones."""
+        base = os.path.join(self.temp_dir, "haproxy")
+        os.makedirs(base, exist_ok=True)
+        http, grpc = free_port_range(100), free_port_range(100)
+        return {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 99),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + 99),
+        }
 
     def add_worker(self) -> subprocess.Popen[bytes]:
         count = len(self.nodes)

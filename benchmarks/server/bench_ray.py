@@ -6,8 +6,9 @@ The cluster runs on this machine (tests/ray_cluster.py: a head and a worker node
 each, 127.0.0.1, ports and temp dir of its own). `accelserve serve --ray` deploys the
 repository with `--replicas 2` (one replica per node); requests go through Ray Serve's default
 HTTP proxy to a replica (docs/distributed.md), or straight to one replica's own HTTP server
-(the one it serves statistics on). The baseline is `accelserve serve` on the same repository,
-up at the same time. `accelserve.tools.bench`
+(the one it serves statistics on); then a second cluster with Ray's HAProxy and direct ingress
+(`RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`). The baseline is `accelserve
+serve` on the same repository, up throughout. `accelserve.tools.bench`
 drives each at 1 and 16 connections (V2 binary tensors), alternating which goes first between
 repeats; the table gives medians over repeats and the ratio Ray / standalone. Writes
 benchmarks/results/bench_ray.csv and docs/PERFORMANCE.md's `server-ray` block.
@@ -33,7 +34,13 @@ from benchmarks import _report  # noqa: E402
 from tests.ray_cluster import LocalRayCluster, free_port  # noqa: E402
 
 CONCURRENCY = [1, 16]
-RAY, DIRECT, STANDALONE = "ray", "replica", "standalone"
+RAY, HAPROXY, DIRECT, STANDALONE = "ray", "haproxy", "replica", "standalone"
+LABELS = {
+    RAY: "Ray proxy",
+    HAPROXY: "Ray HAProxy + direct ingress",
+    DIRECT: "one replica direct",
+    STANDALONE: "standalone",
+}
 
 
 def replica_url(cluster: LocalRayCluster, env: dict[str, str]) -> str:
@@ -107,52 +114,55 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_ray"))
     repository = simple_repository(work)
-    cluster = LocalRayCluster(head_cpus=2, worker_cpus=2)
-    processes: list[subprocess.Popen] = []
+    common = ["--model-repository", str(repository), "--device", "cpu"]
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    port = free_port()
+    alone, alone_ready = start(
+        [*common, "--grpc-port", "0", "--metrics-port", "0"], port, env, work / "alone.log"
+    )
+    runs: dict[str, list[dict[int, tuple[float, float]]]] = {STANDALONE: []}
+    ready = {STANDALONE: alone_ready}
     try:
-        cluster.add_worker()
-        env = {
-            **cluster.env,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
-            ),
-        }
-        ports = {RAY: free_port(), STANDALONE: free_port()}
-        common = ["--model-repository", str(repository), "--device", "cpu"]
-        ray, ray_ready = start(
-            [*common, "--ray", cluster.address, "--replicas", "2"],
-            ports[RAY],
-            env,
-            work / "ray.log",
-        )
-        processes.append(ray)
-        alone, alone_ready = start(
-            [*common, "--grpc-port", "0", "--metrics-port", "0"],
-            ports[STANDALONE],
-            env,
-            work / "alone.log",
-        )
-        processes.append(alone)
-        urls = {
-            RAY: f"127.0.0.1:{ports[RAY]}",
-            DIRECT: replica_url(cluster, env),
-            STANDALONE: f"127.0.0.1:{ports[STANDALONE]}",
-        }
-        runs: dict[str, list[dict[int, tuple[float, float]]]] = {n: [] for n in urls}
-        for repeat in range(args.repeats):
-            order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
-            for name in order:
-                print(f"[bench_ray] {name}, repeat {repeat + 1}", file=sys.stderr, flush=True)
-                runs[name].append(bench(urls[name], args.duration))
-    finally:
-        for process in processes:
-            process.terminate()
+        for ingress in (RAY, HAPROXY):  # one cluster after the other, the baseline up throughout
+            cluster = LocalRayCluster(head_cpus=2, worker_cpus=2, haproxy=ingress == HAPROXY)
+            ray = None
             try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        cluster.stop()
-    report(runs, {RAY: ray_ready, STANDALONE: alone_ready}, args)
+                cluster.add_worker()
+                ray_port = free_port()
+                ray, ready[ingress] = start(
+                    [*common, "--ray", cluster.address, "--replicas", "2"],
+                    ray_port,
+                    {**cluster.env, "PYTHONPATH": path},
+                    work / f"{ingress}.log",
+                )
+                urls = {ingress: f"127.0.0.1:{ray_port}", STANDALONE: f"127.0.0.1:{port}"}
+                if ingress == RAY:
+                    urls[DIRECT] = replica_url(cluster, {**cluster.env, "PYTHONPATH": path})
+                for name in urls:
+                    runs.setdefault(name, [])
+                for repeat in range(args.repeats):
+                    order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
+                    for name in order:
+                        print(
+                            f"[bench_ray] {name}, repeat {repeat + 1}", file=sys.stderr, flush=True
+                        )
+                        runs[name].append(bench(urls[name], args.duration))
+            finally:
+                if ray is not None:
+                    stop(ray)
+                cluster.stop()
+    finally:
+        stop(alone)
+    report(runs, ready, args)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def report(
@@ -163,14 +173,15 @@ def report(
     def med(name: str, level: int, index: int) -> float:
         return statistics.median(r[level][index] for r in runs[name])
 
+    names = [n for n in (RAY, HAPROXY, DIRECT, STANDALONE) if runs.get(n)]
     rows, csv_rows = [], []
     for level in CONCURRENCY:
-        rps = {name: med(name, level, 0) for name in runs}
-        p50 = {name: med(name, level, 1) for name in runs}
+        rps = {name: med(name, level, 0) for name in names}
+        p50 = {name: med(name, level, 1) for name in names}
         rows.append(
             [level]
-            + [f"{rps[n]:,.0f} / {p50[n]:.2f}" for n in (RAY, DIRECT, STANDALONE)]
-            + [f"{rps[RAY] / rps[STANDALONE]:.3f}x", f"{rps[DIRECT] / rps[STANDALONE]:.2f}x"]
+            + [f"{rps[n]:,.0f} / {p50[n]:.2f}" for n in names]
+            + [f"{rps[n] / rps[STANDALONE]:.3f}x" for n in names if n != STANDALONE]
         )
         row: dict[str, object] = {
             "date": _report.today(),
@@ -178,32 +189,28 @@ def report(
             "machine": _report.machine(),
             "connections": level,
         }
-        for name in (RAY, DIRECT, STANDALONE):
+        for name in names:
             row[f"{name}_rps"] = round(rps[name], 1)
             row[f"{name}_p50_ms"] = round(p50[name], 3)
         csv_rows.append(row)
     _report.append_csv(_report.result_path("bench_ray.csv"), csv_rows)
-    table = _report.markdown_table(
-        [
-            "connections",
-            "Ray proxy req/s / p50 ms",
-            "one replica direct",
-            "standalone",
-            "Ray proxy / standalone",
-            "direct / standalone",
-        ],
-        rows,
-    )
+    header = ["connections"] + [f"{LABELS[n]} req/s / p50 ms" for n in names]
+    header += [f"{LABELS[n]} / standalone" for n in names if n != STANDALONE]
+    table = _report.markdown_table(header, rows)
     text = f"""### accelserve on Ray Serve vs standalone (`simple`, HTTP binary)
 
 {_report.today()}, commit {_report.commit()}, {_report.machine()}; medians of {args.repeats} repeats of
-{args.duration:g} s per level. Ray: a 2-node cluster on this machine (2 CPUs each), 2 replicas, Ray
-Serve's default HTTP proxy in front of the group's deployment ("Ray proxy"), and the same cluster
-with the load sent straight to one replica's own accelserve HTTP server ("one replica direct", the
-server each replica runs for summed statistics; no Ray on the request path). Ray ready in
-{ready[RAY]:.1f} s after the command (cluster already up) vs {ready[STANDALONE]:.1f} s standalone.
-Everything (both nodes, both servers, the load generator) shares this machine's cores, with
-other work running (load average {os.getloadavg()[0]:.1f} at the end).
+{args.duration:g} s per level, `accelserve.tools.bench` (HTTP, V2 binary tensors). Ray: a 2-node
+cluster on this machine (2 CPUs each), `accelserve serve --ray ... --replicas 2` (one replica per
+node); "Ray proxy": Ray Serve's default HTTP proxy in front of the group's deployment; "Ray HAProxy
++ direct ingress": a second cluster started with `RAY_SERVE_ENABLE_HA_PROXY=1
+RAY_SERVE_THROUGHPUT_OPTIMIZED=1` (HAProxy to Serve's direct ingress in each replica), same
+application; "one replica direct": the first cluster, the load sent straight to one replica's own
+accelserve HTTP server (the one it serves statistics on; no Ray on the request path). The standalone
+server is up throughout and measured beside each. Ready after the command (cluster already up):
+{", ".join(f"{LABELS[n]} {ready[n]:.1f} s" for n in ready)}. Everything (both nodes, the servers and
+the load generator) shares this machine's cores with other work (load average
+{os.getloadavg()[0]:.1f} at the end).
 
 {table}
 
