@@ -75,6 +75,10 @@ def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess
         "cpu",
         env=cluster.env,
     )
+    # Ready answers once one replica is up; the command says when the whole app is deployed.
+    deadline = time.monotonic() + 120
+    while "accelserve on Ray Serve:" not in process.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
     try:
         yield process
     finally:
@@ -250,7 +254,8 @@ def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> N
     (app,) = config["applications"]
     assert app["import_path"] == "accelserve.deploy.ray:build_app"
     assert app["args"]["model_repository"] == str(repository.resolve())
-    (deployment,) = app["deployments"]  # one group: it is the ingress, no router
+    deployment, router = app["deployments"]
+    assert router["name"] == "accelserve-router"
     assert deployment["name"] == "accelserve-default"
     assert deployment["num_replicas"] == 3
     assert deployment["ray_actor_options"] == {"num_cpus": 2.0}  # one instance per model
