@@ -5,7 +5,7 @@
 The cluster runs on this machine (tests/ray_cluster.py: a head and a worker node, two CPUs
 each, 127.0.0.1, ports and temp dir of its own). `accelserve serve --ray` deploys the
 repository with `--replicas 2` (one replica per node); requests go through Ray Serve's default
-HTTP proxy to a replica (docs/distributed.md), or straight to one replica's own HTTP server
+HTTP proxy and accelserve's router deployment to a replica (docs/distributed.md), or straight to one replica's own HTTP server
 (the one it serves statistics on); then a second cluster with Ray's HAProxy and direct ingress
 (`RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`). The baseline is `accelserve
 serve` on the same repository, up throughout. `accelserve.tools.bench`
@@ -202,10 +202,11 @@ def report(
 {_report.today()}, commit {_report.commit()}, {_report.machine()}; medians of {args.repeats} repeats of
 {args.duration:g} s per level, `accelserve.tools.bench` (HTTP, V2 binary tensors). Ray: a 2-node
 cluster on this machine (2 CPUs each), `accelserve serve --ray ... --replicas 2` (one replica per
-node); "Ray proxy": Ray Serve's default HTTP proxy in front of the group's deployment; "Ray HAProxy
+node); "Ray proxy": Ray Serve's default HTTP proxy, then accelserve's router deployment, then a
+replica; "Ray HAProxy
 + direct ingress": a second cluster started with `RAY_SERVE_ENABLE_HA_PROXY=1
-RAY_SERVE_THROUGHPUT_OPTIMIZED=1` (HAProxy to Serve's direct ingress in each replica), same
-application; "one replica direct": the first cluster, the load sent straight to one replica's own
+RAY_SERVE_THROUGHPUT_OPTIMIZED=1` (HAProxy to Serve's direct ingress in the router's replica),
+same application; "one replica direct": the first cluster, the load sent straight to one replica's own
 accelserve HTTP server (the one it serves statistics on; no Ray on the request path). The standalone
 server is up throughout and measured beside each. Ready after the command (cluster already up):
 {", ".join(f"{LABELS[n]} {ready[n]:.1f} s" for n in ready)}. Everything (both nodes, the servers and
