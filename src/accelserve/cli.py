@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from accelserve.deploy import cli as ray_cli
 from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US
 from accelserve.frontends.http_limits import DEFAULT_MAX_QUEUE_SIZE, HELP, HttpLimits
 
@@ -25,6 +26,7 @@ TOOLS: dict[str, tuple[str, str]] = {
         "measure a model on each device and recommend a config",
     ),
     "prepare-examples": ("accelserve.tools.examples.build", "build the example models' files"),
+    "deploy": ("accelserve.deploy.cli", "write a deployment config (Ray Serve) for a repository"),
 }
 
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         f"with Retry-After (gRPC UNAVAILABLE); 0 unbounded (default {DEFAULT_MAX_QUEUE_SIZE})",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ray_cli.add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     devices = commands.add_parser("devices", help="list the devices on this host")
@@ -119,6 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
     from accelserve.errors import AccelServeError
     from accelserve.server import ServerSettings, run
 
+    if args.ray is not None:
+        return ray_cli.serve_on_ray(args)
     try:
         limits = HttpLimits(**{name: getattr(args, f"http_{name}") for name in HELP})
     except ValueError as exc:  # "<field>: expected ...": name the option as typed

@@ -1,0 +1,104 @@
+"""The Ray options of ``accelserve serve`` and the ``accelserve deploy ray`` command.
+
+Ray is imported only when one of them runs (``deploy.ray`` imports it inside its functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    ray = parser.add_argument_group("Ray Serve (docs/distributed.md)")
+    ray.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="serve on the Ray cluster at ADDRESS ('auto': the local one) instead of here",
+    )
+    ray.add_argument("--replicas", type=int, default=1, help="replicas per model group (Ray)")
+    ray.add_argument(
+        "--autoscale", default=None, metavar="MIN:MAX", help="autoscale each group's replicas"
+    )
+    _group_arguments(ray)
+
+
+def _group_arguments(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL,MODEL",
+        help="serve these models in their own deployment (repeatable; the rest form 'default')",
+    )
+
+
+def serve_on_ray(args: argparse.Namespace) -> int:
+    from accelserve.deploy.groups import parse_group_specs
+    from accelserve.deploy.ray import DeployOptions, parse_autoscale
+    from accelserve.deploy.ray import serve_on_ray as serve
+    from accelserve.errors import AccelServeError
+
+    try:
+        options = DeployOptions(
+            model_repository=args.model_repository,
+            groups=parse_group_specs(args.group),
+            device=args.device,
+            replicas=args.replicas,
+            autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
+            model_control=args.model_control_mode == "explicit",
+            api_key=args.api_key,
+        )
+        serve(options, args.ray, args.host, args.http_port)
+    except AccelServeError as exc:
+        print(f"accelserve serve: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:  # ray.init found no cluster there
+        print(
+            f"accelserve serve: --ray {args.ray}: no Ray cluster reached ({exc})", file=sys.stderr
+        )
+        return 2
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", required=True)
+    ray = targets.add_parser("ray", help="a Ray Serve config (serve run / serve deploy)")
+    ray.add_argument("--model-repository", required=True, help="repository path (on every node)")
+    ray.add_argument("-o", "--output", default="-", help="file to write ('-': standard output)")
+    ray.add_argument("--device", default="auto", help="default device (cpu, cuda, tpu)")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas per model group")
+    ray.add_argument("--autoscale", default=None, metavar="MIN:MAX")
+    ray.add_argument("--host", default="0.0.0.0", help="address the proxies bind")
+    ray.add_argument("--http-port", type=int, default=8000)
+    _group_arguments(ray)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml  # Ray's own dependency
+
+    from accelserve.deploy.groups import parse_group_specs
+    from accelserve.deploy.ray import DeployOptions, parse_autoscale, serve_config
+    from accelserve.errors import AccelServeError
+
+    try:
+        options = DeployOptions(
+            model_repository=args.model_repository,
+            groups=parse_group_specs(args.group),
+            device=args.device,
+            replicas=args.replicas,
+            autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
+        )
+        config = serve_config(options, args.host, args.http_port)
+    except AccelServeError as exc:
+        print(f"accelserve deploy ray: {exc}", file=sys.stderr)
+        return 2
+    text = yaml.safe_dump(config, sort_keys=False)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}: serve deploy {args.output}", file=sys.stderr)
+    return 0

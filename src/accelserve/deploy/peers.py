@@ -1,0 +1,137 @@
+"""Every replica of a group, reachable: for answers that must cover all of them (statistics).
+
+Ray Serve sends a request to one replica and has no broadcast, so each replica also serves
+its data plane on accelserve's own HTTP server (on its node's address, a free port) and
+records that address in a registry: a small detached Ray actor on the head node, keyed by
+application and deployment. The replica (or router) that receives a statistics request reads
+the addresses, asks every replica, and sums the answers (``sum_model_stats``, a pure function). A replica that has gone (killed, node lost) is
+dropped from the registry the first time it does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import quote
+
+from accelserve.codecs.v2_http_json import decode_json, encode_json
+from accelserve.frontends.http_server import Response
+
+REGISTRY = "accelserve-peers"
+NAMESPACE = "accelserve"
+HEAD_NODE = {"node:__internal_head__": 0.001}
+FETCH_TIMEOUT_S = 2.0
+
+
+class PeerRegistry:
+    """The Ray actor behind ``registry()``: group key -> replica id -> base URL."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, dict[str, str]] = {}
+
+    def add(self, group: str, replica: str, url: str) -> None:
+        self.peers.setdefault(group, {})[replica] = url
+
+    def remove(self, group: str, replica: str) -> None:
+        self.peers.get(group, {}).pop(replica, None)
+
+    def remove_url(self, url: str) -> None:
+        for replicas in self.peers.values():
+            for replica in [r for r, u in replicas.items() if u == url]:
+                del replicas[replica]
+
+    def urls(self, groups: list[str]) -> list[str]:
+        return [url for g in groups for url in self.peers.get(g, {}).values()]
+
+
+def registry() -> Any:
+    """The cluster's registry actor (created by the first caller)."""
+    import ray
+
+    actor = ray.remote(num_cpus=0, resources=HEAD_NODE)(PeerRegistry)
+    return actor.options(
+        name=REGISTRY, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+    ).remote()
+
+
+def remove_registry() -> None:
+    import ray
+
+    with contextlib.suppress(ValueError):  # ValueError: none was created
+        ray.kill(ray.get_actor(REGISTRY, namespace=NAMESPACE))
+
+
+async def fetch_json(url: str, path: str) -> Any:
+    """GET ``url + path`` (HTTP/1.1, one connection); the JSON body, or None when the peer
+    does not answer 200 in time."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port)), FETCH_TIMEOUT_S
+        )
+    except (TimeoutError, OSError):
+        return None
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        writer.write(request.encode())
+        data = await asyncio.wait_for(reader.read(-1), FETCH_TIMEOUT_S)
+    except (TimeoutError, OSError):
+        return None
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return None
+    return decode_json(body)
+
+
+async def cluster_stats(registry: Any, keys: list[str], path: str) -> Response | None:
+    """``GET path`` (a statistics route) from every replica registered under ``keys``,
+    summed; None when no replica answers 200 (the caller then answers alone, with its error).
+    A replica that does not answer is dropped from the registry."""
+    urls: list[str] = await registry.urls.remote(keys)
+    answers = await asyncio.gather(*(fetch_json(url, quote(path)) for url in urls))
+    for url, answer in zip(urls, answers, strict=True):
+        if answer is None:
+            registry.remove_url.remote(url)
+    found = [a["model_stats"] for a in answers if isinstance(a, dict) and "model_stats" in a]
+    if not found:
+        return None
+    body = encode_json({"model_stats": sum_model_stats(found)})
+    return 200, [(b"content-type", b"application/json")], body
+
+
+def sum_model_stats(answers: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Triton's ``model_stats`` of several replicas as one: counts and durations added per
+    (model, version), batch statistics per batch size, ``last_inference`` the latest,
+    ``memory_usage`` (one entry per instance) joined."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for stats in answers:
+        for entry in stats:
+            key = (entry["name"], entry["version"])
+            merged[key] = _add(merged[key], entry) if key in merged else entry
+    return [merged[key] for key in sorted(merged)]
+
+
+def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in a.items():
+        other = b.get(key)
+        if key == "last_inference":
+            result[key] = max(value, other or 0)
+        elif key == "batch_stats":
+            by_size = {s["batch_size"]: s for s in value}
+            for s in other or []:
+                size = s["batch_size"]
+                by_size[size] = _add(by_size[size], s) if size in by_size else s
+            result[key] = [by_size[size] for size in sorted(by_size)]
+        elif isinstance(value, dict):
+            result[key] = _add(value, other or {})
+        elif isinstance(value, list):
+            result[key] = value + list(other or [])
+        elif isinstance(value, int | float) and not isinstance(value, bool) and key != "batch_size":
+            result[key] = value + (other or 0)
+        else:  # name, version, batch_size
+            result[key] = value
+    return result

@@ -1,0 +1,181 @@
+"""A model repository served by a Ray Serve application (docs/distributed.md).
+
+Each group of models (``deploy.groups``; by default the whole repository) is one deployment
+whose replicas each run an accelserve data plane over the group (``deploy.replica``); the
+resources a replica asks for come from the group's configs (``deploy.resources``). The ingress
+is a router (``deploy.router``) that sends each model's requests to its group through Serve's
+handles, which (unlike Serve's HTTP proxy talking to a replica directly, measured on 2.60)
+reassign a dead replica's requests; the router retries what still fails. Requests enter
+through Ray Serve's HTTP proxy.
+
+``build_app`` is the application builder a Serve config names (``serve run`` / ``serve
+deploy``); ``serve_config`` writes that config; ``serve_on_ray`` is ``accelserve serve --ray``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelserve.deploy.groups import ModelGroup, deployment_name, plan_groups
+from accelserve.deploy.resources import replica_resources
+from accelserve.errors import ConfigError
+
+log = logging.getLogger("accelserve.deploy")
+
+APP_NAME = "accelserve"
+ROUTER = "accelserve-router"
+BUILDER = "accelserve.deploy.ray:build_app"
+
+
+@dataclass
+class DeployOptions:
+    model_repository: str
+    groups: dict[str, list[str]] = field(default_factory=dict)  # --group; empty: one group
+    device: str = "auto"
+    replicas: int = 1
+    autoscale: list[int] | None = None  # [min, max] replicas per group
+    model_control: bool = False
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        self.model_repository = str(Path(self.model_repository).resolve())
+        if type(self.replicas) is not int or self.replicas < 1:
+            raise ConfigError(f"replicas: expected an integer >= 1; received {self.replicas!r}")
+        if self.autoscale is not None:
+            low, high = ([*list(self.autoscale), 0, 0])[:2]
+            if len(self.autoscale) != 2 or not 0 <= low <= high or high < 1:
+                raise ConfigError(
+                    f"autoscale: expected MIN:MAX with 0 <= MIN <= MAX and MAX >= 1; "
+                    f"received {self.autoscale!r}"
+                )
+            self.autoscale = [low, high]
+
+
+def parse_autoscale(text: str) -> list[int]:
+    """``"1:4"`` -> ``[1, 4]``."""
+    low, sep, high = text.partition(":")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ConfigError(f"--autoscale: expected MIN:MAX (e.g. 1:4); received {text!r}")
+    return [int(low), int(high)]
+
+
+def deployment_options(group: ModelGroup, options: DeployOptions) -> dict[str, Any]:
+    """The Serve options of one group's deployment (what the Serve config lists)."""
+    resources = replica_resources(group.configs, options.device)
+    result: dict[str, Any] = {
+        "name": deployment_name(group.name),
+        "max_ongoing_requests": resources.max_ongoing_requests,
+        "ray_actor_options": resources.ray_actor_options(),
+    }
+    if options.autoscale is None:
+        result["num_replicas"] = options.replicas
+    else:
+        low, high = options.autoscale
+        result["autoscaling_config"] = {
+            "min_replicas": low,
+            "max_replicas": high,
+            "target_ongoing_requests": resources.target_ongoing_requests,
+        }
+    return result
+
+
+# The router only forwards (its limit is the groups'); it runs on the head node, which a
+# cluster keeps, so that losing a worker node never loses the ingress.
+ROUTER_OPTIONS: dict[str, Any] = {
+    "name": ROUTER,
+    "max_ongoing_requests": 4096,
+    "ray_actor_options": {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+}
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve's application builder: ``args`` are ``DeployOptions``' fields."""
+    return application(DeployOptions(**args))
+
+
+def application(options: DeployOptions) -> Any:
+    from ray import serve
+
+    from accelserve.deploy.replica import GroupReplica
+    from accelserve.deploy.router import GroupRouter
+
+    groups = plan_groups(options.model_repository, options.groups)
+    if not groups:
+        raise ConfigError(f"model repository '{options.model_repository}': no model found")
+    bound = {}
+    for group in groups:
+        deployment = serve.deployment(**deployment_options(group, options))(GroupReplica)
+        bound[group.name] = deployment.bind(
+            options.model_repository,
+            list(group.models),
+            options.device,
+            options.model_control,
+            options.api_key,
+        )
+    owners = {model: group.name for group in groups for model in group.models}
+    return serve.deployment(**ROUTER_OPTIONS)(GroupRouter).bind(bound, owners)
+
+
+def serve_config(options: DeployOptions, host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
+    """A Serve config (``serve run`` / ``serve deploy``) for the repository."""
+    groups = plan_groups(options.model_repository, options.groups)
+    deployments = [deployment_options(g, options) for g in groups] + [dict(ROUTER_OPTIONS)]
+    args = {k: v for k, v in asdict(options).items() if v not in (None, {}, False)}
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": host, "port": port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": BUILDER,
+                "args": args,
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def serve_on_ray(
+    options: DeployOptions,
+    address: str,
+    host: str = "127.0.0.1",
+    http_port: int = 8000,
+    proxy_location: str = "HeadOnly",
+) -> None:
+    """Deploy on the cluster at ``address`` (``auto``: the local one, started if there is
+    none), serve until SIGTERM or SIGINT, then delete the application."""
+    import ray
+    from ray import serve
+
+    from accelserve.deploy.peers import remove_registry
+
+    if address == "auto":
+        try:
+            ray.init(address="auto")
+        except ConnectionError:
+            ray.init()
+    else:
+        ray.init(address=address)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve.start(proxy_location=proxy_location, http_options={"host": host, "port": http_port})
+        serve.run(application(options), name=APP_NAME, route_prefix="/", blocking=False)
+        log.info("accelserve on Ray Serve: http://%s:%d", host, http_port)
+        print(f"accelserve on Ray Serve: http://{host}:{http_port}", flush=True)
+        while not stop.wait(1.0):
+            pass
+        log.info("stopping: deleting the application")
+    finally:
+        try:
+            serve.delete(APP_NAME)
+            remove_registry()
+        finally:
+            ray.shutdown()

@@ -1,0 +1,223 @@
+"""A real multi-node Ray cluster on this machine, for tests and benchmarks.
+
+Every node binds 127.0.0.1 and ports of its own, under a temp dir of its own, and runs
+``ray start --block`` in a new session: stopping the cluster ends exactly those process groups
+(and any process left that runs from its temp dir), never another user's Ray (``ray stop``
+would end every Ray process of the host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
+# Ray's proxy sends requests to the replicas of its own node first; tests want to see them all.
+ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
+    "RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING": "0",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive ports free now (Ray picks among them later)."""
+    for _ in range(50):
+        start = free_port()
+        if start + count > 65535:
+            continue
+        try:
+            sockets = []
+            for port in range(start, start + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return start
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+class LocalRayCluster:
+    """A head node plus ``workers`` worker nodes (custom resource ``worker_node``)."""
+
+    def __init__(
+        self,
+        head_cpus: int = 1,
+        worker_cpus: int = 1,
+        env: dict[str, str] | None = None,
+        haproxy: bool = False,
+    ):
+        self.temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths
+        # Every process of the cluster inherits this: how processes() finds ours.
+        self.env = {**os.environ, **ENV, **(env or {}), "ACCELSERVE_TEST_RAY": self.temp_dir}
+        if haproxy:
+            self.env.update(self.haproxy_env())
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Path] = []
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}",
+                f"--num-cpus={head_cpus}",
+            ],
+        )
+        self._wait_nodes(1)
+        self.worker_cpus = worker_cpus
+
+    def haproxy_env(self) -> dict[str, str]:
+        """Ray Serve's fast front door: HAProxy, direct ingress to the replicas, throughput
+        settings; its files under this cluster's temp dir (the defaults are host-wide), its
+        ports free ones."""
+        base = os.path.join(self.temp_dir, "haproxy")
+        os.makedirs(base, exist_ok=True)
+        http, grpc = free_port_range(100), free_port_range(100)
+        return {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 99),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + 99),
+        }
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        count = len(self.nodes)
+        node = self._start(
+            f"worker{count}",
+            [
+                f"--address={self.address}",
+                f"--num-cpus={self.worker_cpus}",
+                "--resources=" + json.dumps({"worker_node": 1}),
+            ],
+        )
+        self._wait_nodes(count + 1)
+        return node
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        ports = [
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={self.temp_dir}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            "--disable-usage-stats",
+            "--block",
+        ]
+        log = Path(self.temp_dir) / f"{name}.out"
+        self._logs.append(log)
+        with open(log, "wb") as out:
+            node = subprocess.Popen(
+                [*RAY, "start", *args, *ports],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        self.nodes.append(node)
+        return node
+
+    def alive_nodes(self) -> int:
+        """Nodes the GCS lists as alive (``ray list nodes`` needs the dashboard; ask the GCS)."""
+        code = (
+            f"import ray, json; ray.init(address={self.address!r}, logging_level='error');"
+            "print(json.dumps(sum(1 for n in ray.nodes() if n['Alive'])))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, env=self.env, timeout=60
+        )
+        return int(result.stdout.strip() or 0) if result.returncode == 0 else 0
+
+    def _wait_nodes(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node, log in zip(self.nodes, self._logs, strict=True):
+                if node.poll() is not None:
+                    raise RuntimeError(f"ray node exited:\n{log.read_text()[-3000:]}")
+            text = "".join(log.read_text(errors="replace") for log in self._logs)
+            if text.count("Ray runtime started") >= count:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{count} Ray nodes not up after {timeout}s")
+
+    def stop_node(self, node: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        """End one node: its ``ray start`` session (raylet, workers, ...) by process group."""
+        if node.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, sig)
+            try:
+                node.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            self.stop_node(node)
+        for pid in self._leftover_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def processes(self, title: str) -> list[int]:
+        """Pids of this cluster's processes whose title (Ray sets ``ray::<actor>``) starts
+        with ``title``."""
+        marker = f"ACCELSERVE_TEST_RAY={self.temp_dir}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if command.startswith(title.encode()) and marker in environ.split(b"\0"):
+                found.append(int(entry.name))
+        return found
+
+    def _leftover_pids(self) -> list[int]:
+        """Processes still running that were started for this cluster (their command line
+        names its temp dir or GCS address)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if self.temp_dir.encode() in command or self.address.encode() in command:
+                pids.append(int(entry.name))
+        return pids
