@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("accelserve optimize: interrupted", file=sys.stderr)
         return 130
-    print(f"model {result.model!r}; accuracy on held-out {result.data}")
+    print(f"model {result.model!r}; accuracy against the original on {result.data}")
     print(report.table(result.rows, result.original))
     if args.csv:
         report.write_csv(args.csv, result.rows, result.original)

@@ -238,7 +238,8 @@ def optimize(
                 row.measurement = measured(row.label, found.built.path)
                 rows.append(row)
         chosen = verdicts(rows, original, min_gain)
-        result = Result(target.config.name, original, rows, chosen, data.source)
+        counts = f"{len(data.held_out)} held out, {len(data.calibration)} to calibrate"
+        result = Result(target.config.name, original, rows, chosen, f"{data.source} ({counts})")
         if chosen is not None and write:
             built = built_of[chosen.label]
             record = {
