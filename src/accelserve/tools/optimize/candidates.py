@@ -186,12 +186,15 @@ def parse_kinds(text: str) -> list[Spec]:
 def _quiet_quantizer() -> Iterator[None]:
     """onnxruntime.quantization logs advice on the root logger at WARNING for every model."""
     import logging
+    import warnings
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
-    try:
-        yield
+    try:  # and numpy warns of a 0/0 on constant calibration ranges, which it handles
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
     finally:
         root.setLevel(level)
 
