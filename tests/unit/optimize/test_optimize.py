@@ -217,3 +217,42 @@ def test_unsupported_backend_and_ensemble_and_missing_dir(
     assert rc == 2 and "is an ensemble: optimize one of its steps' models instead" in err
     rc, _, err = _optimize(capsys, str(tmp_path / "absent"), *QUICK)
     assert rc == 2 and "expected a directory; it does not exist" in err
+
+
+def test_input_data_file_is_split_and_a_bad_entry_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    model_dir = mlp_repository(tmp_path)
+    rng = np.random.default_rng(5)
+    data = tmp_path / "data.json"
+    data.write_text(
+        json.dumps({"data": [{"x": rng.standard_normal(32).tolist()} for _ in range(6)]})
+    )
+    argv = [str(model_dir), *QUICK, "--candidates", "ort-graph", "--dry-run"]
+    rc, out, err = _optimize(capsys, *argv, "--input-data", str(data))
+    assert rc in (0, 1), err
+    assert f"data file {data} (3 held out, 3 to calibrate)" in out
+    data.write_text(json.dumps({"data": [{"x": [1.0] * 32}, {"z": [1.0]}]}))
+    rc, _, err = _optimize(capsys, *argv, "--input-data", str(data))
+    assert rc == 2 and "entry 1 lacks input(s) ['x']" in err
+
+
+def test_random_data_stays_within_the_configs_ranges() -> None:
+    from accelserve.config import parse_config
+    from accelserve.tools.bench.inputs import InputSpec, ModelInfo
+    from accelserve.tools.optimize.data import random_samples
+
+    config = parse_config(
+        'max_batch_size: 4\nparameters { key: "token_id_inputs" value: { string_value: "ids" } }\n'
+        'parameters { key: "vocab_size" value: { string_value: "100" } }\n'
+        'parameters { key: "sequence_mask" value: { string_value: "mask" } }\n'
+    )
+    info = ModelInfo(
+        "m", 4, (InputSpec("ids", "INT64", (-1,)), InputSpec("mask", "INT64", (-1,))), ("y",)
+    )
+    samples = random_samples(info, config, {"ids": (7,)}, count=20, rows=1)
+    ids = np.concatenate([s.inputs["ids"] for s in samples])
+    assert ids.shape == (20, 7) and ids.min() >= 0 and ids.max() < 100 and ids.max() >= 64
+    assert all((s.inputs["mask"] == 1).all() and s.inputs["mask"].shape == (1, 16) for s in samples)
