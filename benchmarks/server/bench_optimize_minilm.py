@@ -163,6 +163,7 @@ def main() -> int:
                 str(transformer),
                 text_file=str(corpus),
                 candidates=args.candidates,
+                max_samples=args.corpus_size,
                 duration_s=5.0,
                 stream=sys.stderr,
             )
