@@ -158,7 +158,7 @@ def write_csv(path: str | Path, rows: Sequence[Row], original: Row) -> None:
 
 
 def write_png(path: str | Path, rows: Sequence[Row], original: Row, model: str) -> str:
-    """Speed (x) against accuracy (y: worst mean cosine, else 1 - worst max_rel); '' or a note."""
+    """Speed (x) against accuracy (y: worst min cosine, else 1 - worst max_rel); '' or a note."""
     try:
         import matplotlib
 
@@ -170,7 +170,7 @@ def write_png(path: str | Path, rows: Sequence[Row], original: Row, model: str) 
     for r in [original, *rows]:
         if not r.rows_per_s:
             continue
-        y = r.worst("cosine")
+        y = r.worst("cosine_min")
         if math.isnan(y):
             y = 1.0 - r.worst("max_rel") if r.accuracy is not None else 1.0
         color = "tab:green" if r.chosen else ("tab:blue" if r.passes else "tab:red")
@@ -180,7 +180,7 @@ def write_png(path: str | Path, rows: Sequence[Row], original: Row, model: str) 
             r.label, (r.rows_per_s, y), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     ax.set_xlabel("rows/s through the scheduler")
-    ax.set_ylabel("accuracy (mean cosine, or 1 - max rel. error)")
+    ax.set_ylabel("accuracy (min cosine, or 1 - max rel. error)")
     ax.set_title(f"accelserve optimize {model}: green * chosen, red fails tolerance")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
