@@ -256,3 +256,25 @@ def test_random_data_stays_within_the_configs_ranges() -> None:
     ids = np.concatenate([s.inputs["ids"] for s in samples])
     assert ids.shape == (20, 7) and ids.min() >= 0 and ids.max() < 100 and ids.max() >= 64
     assert all((s.inputs["mask"] == 1).all() and s.inputs["mask"].shape == (1, 16) for s in samples)
+
+
+def test_accuracy_reasons_name_the_output_metric_and_margin() -> None:
+    from accelserve.tools.optimize.accuracy import compare
+
+    ref = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    tilted = np.array([[1.0, 0.2], [0.0, 1.0]], np.float32)  # row 0: cosine 0.9806
+    err = compare("emb", [ref], [tilted])
+    assert err.embedding_like and round(err.cosine_min, 4) == 0.9806
+    defaults = parse_tolerances([])
+    assert any(
+        "cosine_min 0.9806 < 0.99 on 'emb' (short by 0.0094)" in f
+        for f in evaluate(lambda k: {"emb": tilted}, [{"emb": ref}]).failures(defaults)
+    )
+    loose = parse_tolerances(["cosine=0.9", "cosine_min=0.9"])
+    assert evaluate(lambda k: {"emb": tilted}, [{"emb": ref}]).failures(loose) == []
+    strict_rel = parse_tolerances(["cosine=0.9", "cosine_min=0.9", "max_rel=0.1"])
+    reasons = evaluate(lambda k: {"emb": tilted}, [{"emb": ref}]).failures(strict_rel)
+    assert reasons == ["max_rel 0.2 > 0.1 on 'emb' (2.0x the bound)"]
+    ids = np.array([[1, 2, 3]])
+    reasons = evaluate(lambda k: {"ids": ids + (ids == 3)}, [{"ids": ids}]).failures(defaults)
+    assert reasons == ["1 element(s) of 'ids' differ (exact output)"]
