@@ -163,6 +163,7 @@ def test_python_api_returns_the_rows(tmp_path: Path) -> None:
     assert [r.label for r in result.rows] == ["fp16"]
     assert result.rows[0].accuracy is not None and result.rows[0].passes
     assert result.original.rows_per_s > 0 and result.version is None
+    assert len(result.original.repeats) == 1 and len(result.rows[0].repeats) == 1  # 2 rounds
 
 
 @pytest.mark.parametrize(
@@ -178,6 +179,7 @@ def test_python_api_returns_the_rows(tmp_path: Path) -> None:
         (["--serve-version", "7"], "--serve-version: expected one of the model's versions [1]"),
         (["--min-gain", "-1"], "--min-gain: expected >= 0; received -1"),
         (["--max-samples", "1"], "--max-samples: expected >= 2; received 1"),
+        (["--repeats", "0"], "--repeats: expected >= 1; received 0"),
         (["--batch-size", "99"], "--batch-size: expected 1..16 (max_batch_size); received 99"),
         (["--text-file", "corpus.txt"], "--text-file: no ensemble in"),
         (["--apply", "--dry-run"], "--apply and --dry-run: expected one of them"),

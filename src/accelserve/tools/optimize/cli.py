@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-d", "--duration", type=float, default=3.0, help="seconds of measurement per candidate (3)"
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="speed rounds, interleaved over the original and the candidates; medians (2)",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (1)")
     parser.add_argument(
         "--batch-size", type=int, default=0, help="batch size to measure at (default: the config's)"
@@ -143,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             instances=args.instances,
             search=not args.no_search,
+            repeats=args.repeats,
             min_gain=args.min_gain,
             write=not args.dry_run,
             apply=args.apply,

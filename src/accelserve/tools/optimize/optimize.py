@@ -105,6 +105,7 @@ def optimize(
     batch_size: int = 0,
     instances: int = 0,
     search: bool = True,
+    repeats: int = 2,
     min_gain: float = 1.05,
     write: bool = True,
     apply: bool = False,
@@ -126,6 +127,8 @@ def optimize(
         raise ValueError(
             f"--duration must be > 0 and --warmup >= 0; received {duration_s:g}, {warmup_s:g}"
         )
+    if repeats < 1:
+        raise ValueError(f"--repeats: expected >= 1; received {repeats}")
     if max_samples < 2:
         raise ValueError(f"--max-samples: expected >= 2; received {max_samples}")
     bounds = parse_tolerances(tolerances)
@@ -237,11 +240,13 @@ def optimize(
                 built_of[row.label] = found.built
                 row.measurement = measured(row.label, found.built.path)
                 rows.append(row)
-        # On a busy machine a single baseline run may be unlucky: the faster of two (one before
-        # the candidates, one after) keeps a candidate from winning on noise.
-        again = measured("original (again)", source)
-        if again.ok and again.rows_per_s > original.rows_per_s:
-            original.measurement = again
+        # On a busy machine one run may be unlucky: more rounds, interleaved, give medians.
+        for round_ in range(2, repeats + 1):
+            for row, path in [
+                (original, source),
+                *((r, built_of[r.label].path) for r in rows if r.measurement is not None),
+            ]:
+                row.repeats.append(measured(f"{row.label} (round {round_})", path))
         chosen = verdicts(rows, original, min_gain)
         counts = f"{len(data.held_out)} held out, {len(data.calibration)} to calibrate"
         result = Result(target.config.name, original, rows, chosen, f"{data.source} ({counts})")

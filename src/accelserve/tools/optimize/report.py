@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,15 +42,21 @@ class Row:
     verdict: str = ""
     chosen: bool = False
 
+    repeats: list[Measurement] = field(default_factory=list)  # later interleaved rounds
+
+    def _ok(self) -> list[Measurement]:
+        return [m for m in (self.measurement, *self.repeats) if m is not None and m.ok]
+
     @property
     def rows_per_s(self) -> float:
-        m = self.measurement
-        return m.rows_per_s if m is not None and m.ok else 0.0
+        """The median over the rounds that ran without failures."""
+        ok = self._ok()
+        return statistics.median(m.rows_per_s for m in ok) if ok else 0.0
 
     @property
     def p99_ms(self) -> float:
-        m = self.measurement
-        return m.p99_ms if m is not None and m.ok else math.nan
+        ok = self._ok()
+        return statistics.median(m.p99_ms for m in ok) if ok else math.nan
 
     @property
     def passes(self) -> bool:
