@@ -280,3 +280,16 @@ def test_accuracy_reasons_name_the_output_metric_and_margin() -> None:
     ids = np.array([[1, 2, 3]])
     reasons = evaluate(lambda k: {"ids": ids + (ids == 3)}, [{"ids": ids}]).failures(defaults)
     assert reasons == ["1 element(s) of 'ids' differ (exact output)"]
+
+
+def test_the_search_aims_inside_the_tolerance() -> None:
+    from accelserve.tools.optimize.accuracy import tightened
+
+    bounds = tightened(parse_tolerances(["max_abs=0.4"]), 0.25)
+    assert bounds["cosine_min"] == pytest.approx(0.9925)
+    assert bounds["cosine"] == pytest.approx(0.99625)
+    assert bounds["max_rel"] == pytest.approx(0.0075) and bounds["max_abs"] == pytest.approx(0.3)
+    with pytest.raises(
+        ValueError, match=r"--search-reserve: expected a value in \[0, 1\); received 1"
+    ):
+        tightened(bounds, 1.0)

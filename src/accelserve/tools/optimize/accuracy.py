@@ -49,6 +49,21 @@ def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def tightened(tolerances: Mapping[str, float], reserve: float) -> dict[str, float]:
+    """Bounds that keep ``reserve`` (0..1) of each bound's slack unused: a cosine bound b
+    becomes 1 - (1 - b)(1 - reserve), an error bound b becomes b(1 - reserve). The search aims
+    at these, so that what passes on the held-out samples still passes on texts it never saw."""
+    if not 0 <= reserve < 1:
+        raise ValueError(f"--search-reserve: expected a value in [0, 1); received {reserve:g}")
+    out = dict(tolerances)
+    for name, bound in tolerances.items():
+        if name in HIGHER_IS_BETTER:
+            out[name] = 1.0 - (1.0 - bound) * (1.0 - reserve)
+        elif name in TOLERANCE_NAMES:
+            out[name] = bound * (1.0 - reserve)
+    return out
+
+
 @dataclass
 class OutputError:
     name: str

@@ -74,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-d", "--duration", type=float, default=3.0, help="seconds of measurement per candidate (3)"
     )
     parser.add_argument(
+        "--search-reserve",
+        type=float,
+        default=0.25,
+        help="share of each tolerance's slack the layer search keeps unused, so its result "
+        "holds on unseen data (0.25: cosine_min 0.99 -> the search aims at 0.9925)",
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=2,
@@ -150,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             instances=args.instances,
             search=not args.no_search,
             repeats=args.repeats,
+            search_reserve=args.search_reserve,
             min_gain=args.min_gain,
             write=not args.dry_run,
             apply=args.apply,

@@ -14,7 +14,7 @@ import numpy as np
 
 from accelserve.errors import ConfigError
 from accelserve.tools.optimize import apply as apply_mod
-from accelserve.tools.optimize.accuracy import Accuracy, evaluate, parse_tolerances
+from accelserve.tools.optimize.accuracy import Accuracy, evaluate, parse_tolerances, tightened
 from accelserve.tools.optimize.candidates import Built, Runner, build, parse_kinds
 from accelserve.tools.optimize.data import (
     Pipeline,
@@ -106,6 +106,7 @@ def optimize(
     instances: int = 0,
     search: bool = True,
     repeats: int = 2,
+    search_reserve: float = 0.25,
     min_gain: float = 1.05,
     write: bool = True,
     apply: bool = False,
@@ -132,6 +133,7 @@ def optimize(
     if max_samples < 2:
         raise ValueError(f"--max-samples: expected >= 2; received {max_samples}")
     bounds = parse_tolerances(tolerances)
+    search_bounds = tightened(bounds, search_reserve)
     specs = parse_kinds(candidates)
     from accelserve.config import read_config
 
@@ -221,7 +223,7 @@ def optimize(
                 spec = built_of[failed.label].spec
                 with progress.step(f"{spec.name}: keep the sensitive layers precise") as step:
                     found = keep_sensitive(
-                        spec, source, work, calibration, judge, bounds, progress.message
+                        spec, source, work, calibration, judge, search_bounds, progress.message
                     )
                     step.note(
                         f"{found.kept_groups} of {found.groups} groups kept precise after "
