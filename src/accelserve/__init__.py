@@ -14,8 +14,9 @@ from accelserve.version import __version__
 if TYPE_CHECKING:
     from accelserve.api import LocalEnsemble, LocalModel
     from accelserve.tools.export.api import ExportResult
+    from accelserve.tools.optimize.optimize import Result as OptimizeResult
 
-__all__ = ["__version__", "export", "load", "serve"]
+__all__ = ["__version__", "export", "load", "optimize", "serve"]
 
 
 def load(path: str, device: str = "cpu", version: str = "") -> LocalModel | LocalEnsemble:
@@ -40,3 +41,11 @@ def export(model: Any, target: str, **options: Any) -> ExportResult:
     from accelserve.tools.export.api import export as _export
 
     return _export(model, target, **options)
+
+
+def optimize(model: str, **options: Any) -> OptimizeResult:
+    """Find the fastest accurate form of the ONNX model ``model`` (``REPO/NAME``) and write it
+    as its next version; see ``accelserve.tools.optimize.optimize.optimize``."""
+    from accelserve.tools.optimize.optimize import optimize as _optimize
+
+    return _optimize(model, **options)

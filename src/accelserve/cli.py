@@ -25,6 +25,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "accelserve.tools.advisor.advise",
         "measure a model on each device and recommend a config",
     ),
+    "optimize": (
+        "accelserve.tools.optimize.cli",
+        "find the fastest form of a model that stays accurate and write it as a version",
+    ),
     "prepare-examples": ("accelserve.tools.examples.build", "build the example models' files"),
     "deploy": ("accelserve.deploy.cli", "write a deployment config (Ray Serve) for a repository"),
 }

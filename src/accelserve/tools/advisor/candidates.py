@@ -100,7 +100,8 @@ def apply_candidate(config: ModelConfig, candidate: Candidate) -> ModelConfig:
 
     out = ModelConfig()
     out.CopyFrom(config)
-    if out.max_batch_size > 0:
+    # A model batching by token count (max_batch_tokens) forms its own batch sizes.
+    if out.max_batch_size > 0 and "max_batch_tokens" not in out.parameters:
         out.dynamic_batching.preferred_batch_size[:] = [candidate.batch_size]
     del out.instance_group[:]
     group = out.instance_group.add(count=candidate.instances)
