@@ -88,6 +88,17 @@ def output_specs(config: ModelConfig) -> list[TensorSpec]:
     ]
 
 
+def instance_count(config: ModelConfig, position: int) -> int:
+    """How many instances ``instance_group[position]`` asks for (no count: one)."""
+    count = config.instance_group[position].count or 1
+    if count < 0:
+        raise ConfigError(
+            f"model '{config.name}' instance_group[{position}] count: expected >= 1; "
+            f"received {count}"
+        )
+    return int(count)
+
+
 def count_parameter(where: str, key: str, text: str | None) -> int:
     """A ``parameters`` value that must be an integer >= 0 (absent or empty: 0); ``where``
     names the model in the error (e.g. "model 'm'")."""

@@ -22,6 +22,7 @@ from accelserve.classification import read_labels
 from accelserve.config import (
     complete_config,
     input_specs,
+    instance_count,
     is_ensemble,
     output_specs,
     read_config,
@@ -273,12 +274,7 @@ def instance_devices(
     hosts = max(1, sum(1 for d in present if d.kind == "cpu"))
     next_host = 0
     for position, group in enumerate(config.instance_group):
-        count = group.count or 1
-        if count < 0:
-            raise ConfigError(
-                f"model '{config.name}' instance_group[{position}] count: expected >= 1; "
-                f"received {count}"
-            )
+        count = instance_count(config, position)
         kind = group.kind
         if kind == ModelInstanceGroup.KIND_AUTO:
             kind = ModelInstanceGroup.KIND_GPU if gpus_present else ModelInstanceGroup.KIND_CPU

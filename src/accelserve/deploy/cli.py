@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accelserve.deploy.ray import DeployOptions
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,21 +39,28 @@ def _group_arguments(parser: argparse._ActionsContainer) -> None:
     )
 
 
-def serve_on_ray(args: argparse.Namespace) -> int:
+def _options(args: argparse.Namespace, **extra: Any) -> DeployOptions:
+    """The deployment the command line describes (both commands share these options)."""
     from accelserve.deploy.groups import parse_group_specs
     from accelserve.deploy.ray import DeployOptions, parse_autoscale
+
+    return DeployOptions(
+        model_repository=args.model_repository,
+        groups=parse_group_specs(args.group),
+        device=args.device,
+        replicas=args.replicas,
+        autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
+        **extra,
+    )
+
+
+def serve_on_ray(args: argparse.Namespace) -> int:
     from accelserve.deploy.ray import serve_on_ray as serve
     from accelserve.errors import AccelServeError
 
     try:
-        options = DeployOptions(
-            model_repository=args.model_repository,
-            groups=parse_group_specs(args.group),
-            device=args.device,
-            replicas=args.replicas,
-            autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
-            model_control=args.model_control_mode == "explicit",
-            api_key=args.api_key,
+        options = _options(
+            args, model_control=args.model_control_mode == "explicit", api_key=args.api_key
         )
         serve(options, args.ray, args.host, args.http_port)
     except AccelServeError as exc:
@@ -79,18 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml  # Ray's own dependency
 
-    from accelserve.deploy.groups import parse_group_specs
-    from accelserve.deploy.ray import DeployOptions, parse_autoscale, serve_config
+    from accelserve.deploy.ray import serve_config
     from accelserve.errors import AccelServeError
 
     try:
-        options = DeployOptions(
-            model_repository=args.model_repository,
-            groups=parse_group_specs(args.group),
-            device=args.device,
-            replicas=args.replicas,
-            autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
-        )
+        options = _options(args)
         config = serve_config(options, args.host, args.http_port)
     except AccelServeError as exc:
         print(f"accelserve deploy ray: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from accelserve.config import is_ensemble
+from accelserve.config import instance_count, is_ensemble
 from accelserve.errors import ConfigError
 from accelserve.protocol.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
@@ -88,12 +88,7 @@ def _model_needs(config: ModelConfig, default_device: str) -> _ModelNeeds:
     else:
         groups = []
         for position, group in enumerate(config.instance_group):
-            count = group.count or 1
-            if count < 0:
-                raise ConfigError(
-                    f"model '{config.name}' instance_group[{position}] count: expected >= 1; "
-                    f"received {count}"
-                )
+            count = instance_count(config, position)
             kind = group.kind
             if kind == ModelInstanceGroup.KIND_GPU:
                 groups.append(("cuda", count, max(1, len(set(group.gpus)))))
