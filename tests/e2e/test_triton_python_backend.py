@@ -269,6 +269,7 @@ def test_generate_answers_one_json_object(server: ServerProcess) -> None:
     ("body", "fragment"),
     [
         (b"not json", "expected a JSON object"),
+        (b"[" * 100_000, "nested deeper than the limit"),
         (b"[1, 2]", "expected a JSON object; received list"),
         (
             b'{"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1], "BOGUS": 1}',

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from accelserve.codecs.v2_http_json import decode_json
 from accelserve.dataplane import DataPlane
 from accelserve.errors import AccelServeError, InvalidArgumentError
 from accelserve.types import V2_TO_NUMPY, InferRequest, StreamResponse
@@ -28,11 +29,11 @@ _RESERVED = ("id", "parameters")
 
 
 def decode_generate(dataplane: DataPlane, name: str, version: str, body: bytes) -> InferRequest:
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+    try:  # the infer route's parser: its errors, and its nesting limit
+        data = decode_json(body or b"{}")
+    except InvalidArgumentError as exc:
         raise InvalidArgumentError(
-            f"generate request body: expected a JSON object; {exc}"
+            f"generate request body: expected a JSON object; {exc.message}"
         ) from None
     if not isinstance(data, dict):
         raise InvalidArgumentError(
