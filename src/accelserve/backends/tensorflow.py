@@ -91,7 +91,7 @@ class TensorFlowBackend(Backend):
                 "tf.saved_model.save writes); it is missing"
             )
         params = {k.lower(): v.string_value for k, v in config.parameters.items()}
-        tf = self._tf = _tensorflow()
+        tf = self._tf = import_tensorflow()
         _set_threads(tf, where, params)
         self._tf_device = _placement(tf, device, where)
         try:
@@ -180,9 +180,10 @@ class TensorFlowBackend(Backend):
         return self._variable_bytes if self._fn is not None else None
 
 
-def _tensorflow() -> Any:
-    """Import TensorFlow once, and turn on memory growth on every GPU before anything
-    initialises them (afterwards TensorFlow refuses the setting)."""
+def import_tensorflow() -> Any:
+    """Import TensorFlow once (this backend and ``accelserve.export`` both come here), and
+    turn on memory growth on every GPU before anything initialises them (afterwards TensorFlow
+    refuses the setting)."""
     global _tf_module
     with _setup_lock:
         if _tf_module is None:

@@ -10,17 +10,16 @@ dict when the examples are a dict); anything else with the inputs as arguments.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from accelserve.backends.tensorflow import import_tensorflow
 from accelserve.tools.export.check import ExportError
 from accelserve.tools.export.request import (
     Artifact,
@@ -31,14 +30,8 @@ from accelserve.tools.export.request import (
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-# TensorFlow and Triton each carry LLVM; with TensorFlow loaded first, a later Triton import
-# (torch.export and torch.compile import it) aborts the process on LLVM's options registered
-# twice. Triton first is fine, so it goes first when it is installed, unless the caller already
-# imported TensorFlow (a user who built the model does): then importing Triton aborts at once.
-if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
-    import triton  # noqa: F401
-
-import tensorflow as tf
+# The backend's importer: Triton before TensorFlow (their LLVMs clash the other way round).
+tf = import_tensorflow()
 
 PLATFORM = "tensorflow_savedmodel"
 SIGNATURE = "serving_default"
@@ -60,7 +53,7 @@ def export_savedmodel(model: Any, request: ExportRequest, version_dir: Path) -> 
     ]
 
     @tf.function(input_signature=signature)
-    def serve(*inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+    def serve(*inputs: Any) -> dict[str, Any]:  # tf.Tensor
         return dict(zip(output_names, flat_outputs(call(*inputs)), strict=True))
 
     holder = tf.Module()
