@@ -8,6 +8,7 @@ the line and column, which ``parse_config`` turns into a message naming the fiel
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,20 @@ def count_parameter(where: str, key: str, text: str | None) -> int:
     if not stripped.isdigit():
         raise ConfigError(f"{where} parameter '{key}': expected an integer >= 0; received {text!r}")
     return int(stripped)
+
+
+def seconds_parameter(where: str, key: str, text: str | None, default: float) -> float:
+    """A ``parameters`` value that must be a finite number of seconds > 0 (absent or empty:
+    ``default``); ``where`` names the model in the error."""
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{where} parameter '{key}': expected seconds > 0; received {text!r}")
+    return value
 
 
 def _v2(data_type: int, what: str) -> str:

@@ -18,7 +18,6 @@ bounds start-up. Arrays travel over a socket as pickle protocol 5 out-of-band bu
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import re
@@ -125,17 +124,20 @@ class PythonBackend(Backend):
     inline_ok = False  # a call waits on the worker process, which may hang
 
     def load(self, version_dir: Path, config: ModelConfig, device: Device) -> None:
-        from accelserve.config import config_to_json
+        from accelserve.config import config_to_json, seconds_parameter
 
         self._where = where = f"model '{config.name}' version {version_dir.name}"
         path = self.model_file(version_dir, config)
         filename = path.name
         params = {k: v.string_value for k, v in config.parameters.items()}
-        self._execute_timeout = _seconds(
-            params, "execute_timeout_s", DEFAULT_EXECUTE_TIMEOUT_S, where
+        self._execute_timeout = seconds_parameter(
+            where, "execute_timeout_s", params.get("execute_timeout_s"), DEFAULT_EXECUTE_TIMEOUT_S
         )
-        self._init_timeout = _seconds(
-            params, "initialize_timeout_s", DEFAULT_INITIALIZE_TIMEOUT_S, where
+        self._init_timeout = seconds_parameter(
+            where,
+            "initialize_timeout_s",
+            params.get("initialize_timeout_s"),
+            DEFAULT_INITIALIZE_TIMEOUT_S,
         )
         self._init = {
             "path": str(path.resolve()),
@@ -230,16 +232,3 @@ class PythonBackend(Backend):
 
 def _reason(exc: Exception) -> str:
     return f"the worker process {exc.what}" if isinstance(exc, _Failure) else str(exc)
-
-
-def _seconds(params: dict[str, str], key: str, default: float, where: str) -> float:
-    text = params.get(key)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{where} parameter '{key}': expected seconds > 0; received {text!r}")
-    return value

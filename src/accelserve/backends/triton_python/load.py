@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
+from accelserve.backends.python import DEFAULT_INITIALIZE_TIMEOUT_S
 from accelserve.backends.triton_python.process import WorkerFailure, WorkerProcess
 from accelserve.backends.triton_python.runner import TritonPythonRunner
-from accelserve.config import config_to_json, input_specs, output_specs, select_versions
+from accelserve.config import (
+    config_to_json,
+    input_specs,
+    output_specs,
+    seconds_parameter,
+    select_versions,
+)
 from accelserve.devices import Device
 from accelserve.errors import ConfigError
 from accelserve.model import ModelCaller, ModelVersion
 from accelserve.protocol.model_config_pb2 import ModelConfig
 from accelserve.stats import ModelStats
 
-DEFAULT_INITIALIZE_TIMEOUT_S = 120.0
 _COMPLETED = ("input", "output", "max_batch_size", "dynamic_batching", "model_transaction_policy")
 
 
@@ -56,7 +61,9 @@ async def _load_version(
     path = model_dir / version / (config.default_model_filename or "model.py")
     if not path.is_file():
         raise ConfigError(f"{where}: expected file '{path.name}' is missing")
-    timeout = _init_timeout(config, where)
+    key = "initialize_timeout_s"
+    text = config.parameters[key].string_value if key in config.parameters else None
+    timeout = seconds_parameter(where, key, text, DEFAULT_INITIALIZE_TIMEOUT_S)
 
     def spawn(index: int) -> WorkerProcess:
         worker = WorkerProcess()
@@ -134,22 +141,3 @@ def _apply(config: ModelConfig, completed: dict[str, Any]) -> None:
         config.dynamic_batching.MergeFrom(filled.dynamic_batching)
     if filled.HasField("model_transaction_policy"):
         config.model_transaction_policy.MergeFrom(filled.model_transaction_policy)
-
-
-def _init_timeout(config: ModelConfig, where: str) -> float:
-    text = (
-        config.parameters["initialize_timeout_s"].string_value
-        if ("initialize_timeout_s" in config.parameters)
-        else ""
-    )
-    if not text:
-        return DEFAULT_INITIALIZE_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(
-            f"{where} parameter 'initialize_timeout_s': expected seconds > 0; received {text!r}"
-        )
-    return value
