@@ -307,3 +307,33 @@ def select_versions(model_dir: Path, config: ModelConfig) -> list[str]:
         count = policy.latest.num_versions if choice == "latest" else 1
         chosen = available[-max(count, 1) :]
     return [str(v) for v in chosen]
+
+
+# A version folder's own additions to the model's config: what one version needs and the
+# others must not get (e.g. ``accelserve optimize``'s BF16 autocast or TensorRT candidate).
+VERSION_OVERLAY = "config_overlay.pbtxt"
+
+
+def version_config(config: ModelConfig, version_dir: Path) -> ModelConfig:
+    """A copy of ``config`` with ``version_dir/config_overlay.pbtxt`` (a partial config in the
+    same text format) merged in: parameters replace the model's by key, messages merge."""
+    merged = ModelConfig()
+    merged.CopyFrom(config)
+    path = version_dir / VERSION_OVERLAY
+    if path.is_file():
+        overlay = parse_config(path.read_text(), f"{version_dir.name}/{VERSION_OVERLAY}")
+        merge_overlay(merged, overlay, f"{version_dir.name}/{VERSION_OVERLAY}")
+    return merged
+
+
+def merge_overlay(config: ModelConfig, overlay: ModelConfig, source: str) -> None:
+    """Merge ``overlay`` into ``config`` in place; an overlay may not rename the model or change
+    its tensors or batching (those describe the model, not one version's execution)."""
+    fixed = ("name", "input", "output", "max_batch_size", "version_policy", "platform", "backend")
+    for name in fixed:
+        if overlay.HasField(name) if name == "version_policy" else getattr(overlay, name):
+            raise ConfigError(
+                f"{source}: field '{name}' is the model's, not one version's; an overlay may set "
+                f"parameters, optimization and the like"
+            )
+    config.MergeFrom(overlay)

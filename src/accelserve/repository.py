@@ -28,6 +28,7 @@ from accelserve.config import (
     read_config,
     select_versions,
 )
+from accelserve.config import version_config as config_for_version
 from accelserve.devices import Device, discover, parse_device, resolve_device
 from accelserve.errors import (
     AccelServeError,
@@ -368,8 +369,7 @@ async def _load_backend_versions(
     versions: dict[str, ModelVersion] = {}
     try:
         for version in select_versions(model_dir, config):
-            version_config = ModelConfig()
-            version_config.CopyFrom(config)
+            version_config = config_for_version(config, model_dir / version)
             backends: list[Backend] = []
             try:
                 for device in devices:

@@ -198,15 +198,14 @@ def test_bad_arguments_are_named(
 def test_unsupported_backend_and_ensemble_and_missing_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    torch_dir = tmp_path / "tm"
-    (torch_dir / "1").mkdir(parents=True)
-    (torch_dir / "1" / "model.pt").write_bytes(b"")
-    (torch_dir / "config.pbtxt").write_text('platform: "pytorch_libtorch"\nmax_batch_size: 4\n')
-    rc, _, err = _optimize(capsys, str(torch_dir), *QUICK)
+    jax_dir = tmp_path / "tm"
+    (jax_dir / "1").mkdir(parents=True)
+    (jax_dir / "1" / "model.jax").write_bytes(b"")
+    (jax_dir / "config.pbtxt").write_text('platform: "jax"\nmax_batch_size: 4\n')
+    rc, _, err = _optimize(capsys, str(jax_dir), *QUICK)
     assert rc == 2
-    assert (
-        "backend/platform 'pytorch_libtorch' is not supported by optimize; supported: ONNX" in err
-    )
+    assert "backend/platform 'jax' is not supported by optimize; supported: ONNX" in err
+    assert "PyTorch ones (platforms 'accelserve_torch_export'" in err
     ens = tmp_path / "ens"
     (ens / "1").mkdir(parents=True)
     (ens / "config.pbtxt").write_text(
@@ -280,6 +279,9 @@ def test_accuracy_reasons_name_the_output_metric_and_margin() -> None:
     ids = np.array([[1, 2, 3]])
     reasons = evaluate(lambda k: {"ids": ids + (ids == 3)}, [{"ids": ids}]).failures(defaults)
     assert reasons == ["1 element(s) of 'ids' differ (exact output)"]
+    # a candidate that answers zeros where the reference does not points nowhere: cosine 0
+    zeroed = np.array([[0.0, 0.0], [0.0, 1.0]], np.float32)
+    assert compare("emb", [ref], [zeroed]).cosine_min == 0.0
 
 
 def test_the_search_aims_inside_the_tolerance() -> None:

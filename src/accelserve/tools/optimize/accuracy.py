@@ -167,8 +167,10 @@ def compare(name: str, reference: Sequence[np.ndarray], got: Sequence[np.ndarray
             rows_got.append(g64.reshape(-1, last))
     if rows_ref:
         a, b = np.concatenate(rows_ref), np.concatenate(rows_got)
-        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        keep = norms > 0  # an all-zero reference row (padding) says nothing about direction
+        ref_norms = np.linalg.norm(a, axis=1)
+        norms = np.maximum(ref_norms * np.linalg.norm(b, axis=1), np.finfo(np.float64).tiny)
+        keep = ref_norms > 0  # an all-zero reference row (padding) says nothing about direction
+        # (an all-zero candidate row against a non-zero reference is cosine 0, not skipped)
         cos = np.sum(a * b, axis=1)[keep] / norms[keep] if keep.any() else np.ones(1)
         cos = np.nan_to_num(cos, nan=-1.0)
         err.cosine, err.cosine_min = float(np.mean(cos)), float(np.min(cos))

@@ -31,12 +31,19 @@ def served_versions(model_dir: Path) -> list[int]:
     return [int(v) for v in select_versions(model_dir, read_config(model_dir))]
 
 
-def write_version(model_dir: Path, model_file: Path, filename: str, record: dict[str, Any]) -> int:
-    """Copy ``model_file`` into a new version folder; returns its number."""
+def write_version(
+    model_dir: Path, model_file: Path, filename: str, record: dict[str, Any], overlay: str = ""
+) -> int:
+    """Copy ``model_file`` into a new version folder, with ``overlay`` (the config the candidate
+    needs, e.g. its parameters) as its ``config_overlay.pbtxt``; returns its number."""
+    from accelserve.config import VERSION_OVERLAY
+
     number = (versions(model_dir) or [0])[-1] + 1
     folder = model_dir / str(number)
     folder.mkdir()
     shutil.copyfile(model_file, folder / filename)
+    if overlay.strip():
+        (folder / VERSION_OVERLAY).write_text(overlay.strip() + "\n")
     (folder / "optimize.json").write_text(json.dumps(record, indent=2) + "\n")
     return number
 

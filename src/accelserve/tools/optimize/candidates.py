@@ -52,6 +52,7 @@ class Spec:
     description: str
     build: Callable[[Path, Path, Samples, Sequence[str]], None]
     quantizes: tuple[str, ...] = ()  # op types it quantizes: the search may exclude their nodes
+    config: str = ""  # what its version adds to the model's config (config_overlay.pbtxt)
 
 
 @dataclass

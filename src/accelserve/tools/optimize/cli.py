@@ -19,7 +19,8 @@ from accelserve.errors import AccelServeError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Build optimized candidates of an ONNX model (graph optimization, FP16, INT8 dynamic and "
-        "static, sensitive layers kept precise), check each against the original on held-out "
+        "static, sensitive layers kept precise) or a PyTorch one (torch.compile, BF16 autocast, "
+        "weight-only INT8), check each against the original on held-out "
         "data, measure it through the scheduler and write the fastest accurate one as a new "
         "version."
     )
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--candidates",
         default="",
         help="comma-separated: ort-graph,fp16,int8-dynamic-matmul,"
-        "int8-dynamic-all,int8-static (default all)",
+        "int8-dynamic-all,int8-static; PyTorch: compile,bf16-autocast,compile-bf16,"
+        "int8-weight,int8-weight-compile (default all that apply)",
     )
     parser.add_argument(
         "--tolerance",

@@ -41,17 +41,19 @@ def configured(config: Any, device: Any, batch_size: int = 0, instances: int = 0
     return Candidate(device, batch, count, 1 if mbs > 0 else 0)
 
 
-def scratch_model(model_dir: Path, model_file: Path, root: Path) -> Path:
-    """``root/NAME/1/model.onnx`` -> ``model_file`` with the model's config (no version policy)."""
+def scratch_model(model_dir: Path, model_file: Path, root: Path, overlay: str = "") -> Path:
+    """``root/NAME/1/<file name>`` -> ``model_file`` with the model's config (no version policy)
+    and the candidate's ``overlay`` (a partial config: its parameters, accelerators) merged in."""
     from google.protobuf import text_format
 
-    from accelserve.config import read_config
+    from accelserve.config import merge_overlay, parse_config, read_config
 
     config = read_config(model_dir)
     config.ClearField("version_policy")
+    merge_overlay(config, parse_config(overlay, "candidate overlay"), "candidate overlay")
     folder = root / model_dir.name
     (folder / "1").mkdir(parents=True)
-    filename = config.default_model_filename or "model.onnx"
+    filename = config.default_model_filename or model_file.name
     (folder / "1" / filename).symlink_to(model_file.resolve())
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return folder
@@ -65,12 +67,13 @@ def speed(
     duration_s: float,
     warmup_s: float,
     progress: Any,
+    overlay: str = "",
 ) -> Measurement:
     from accelserve.errors import AccelServeError
     from accelserve.tools.advisor.advise import inspect_model, measure
 
     with tempfile.TemporaryDirectory(prefix="accelserve-optimize-") as root:
-        folder = scratch_model(model_dir, model_file, Path(root))
+        folder = scratch_model(model_dir, model_file, Path(root), overlay)
         try:
             target = inspect_model(folder, setting.device)
         except AccelServeError as exc:

@@ -15,7 +15,7 @@ import numpy as np
 from accelserve.errors import ConfigError
 from accelserve.tools.optimize import apply as apply_mod
 from accelserve.tools.optimize.accuracy import Accuracy, evaluate, parse_tolerances, tightened
-from accelserve.tools.optimize.candidates import Built, Runner, build, parse_kinds
+from accelserve.tools.optimize.candidates import Built
 from accelserve.tools.optimize.data import (
     Pipeline,
     Sample,
@@ -25,6 +25,7 @@ from accelserve.tools.optimize.data import (
     text_samples,
 )
 from accelserve.tools.optimize.data import split as split_samples
+from accelserve.tools.optimize.families import Family, family_of
 from accelserve.tools.optimize.report import Row, verdicts
 
 ONNX_PLATFORMS = ("onnxruntime_onnx",)
@@ -43,26 +44,35 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def check_backend(model_dir: Path, config: Any) -> Path:
-    """The ONNX file of the served version; ConfigError for another backend."""
+def check_backend(model_dir: Path, config: Any) -> Family:
+    """The served version's model file and its candidates' family; ConfigError for a backend
+    optimize does not support."""
     from accelserve.config import is_ensemble, select_versions
+    from accelserve.repository import platform_of
+    from accelserve.tools.optimize.torch_candidates import TORCH_PLATFORMS
 
     if is_ensemble(config):
         raise ConfigError(
             f"model '{config.name}' is an ensemble: optimize one of its steps' models instead"
         )
     version = select_versions(model_dir, config)[-1]
-    filename = config.default_model_filename or "model.onnx"
-    kind = config.platform or config.backend
-    if kind not in ONNX_PLATFORMS + ONNX_BACKENDS and not (not kind and filename.endswith(".onnx")):
+    kind = platform_of(config, model_dir / version)
+    if kind in ONNX_PLATFORMS + ONNX_BACKENDS:
+        filename = config.default_model_filename or "model.onnx"
+    elif kind in TORCH_PLATFORMS:
+        filename = config.default_model_filename or (
+            "model.pt2" if kind == "accelserve_torch_export" else "model.pt"
+        )
+    else:
         raise ConfigError(
-            f"model '{config.name}': backend/platform {kind or 'unknown'!r} is not supported by "
-            f"optimize; supported: ONNX models (platform 'onnxruntime_onnx', backend 'onnxruntime')"
+            f"model '{config.name}': backend/platform {kind!r} is not supported by optimize; "
+            f"supported: ONNX models (platform 'onnxruntime_onnx', backend 'onnxruntime') and "
+            f"PyTorch ones (platforms {', '.join(repr(p) for p in TORCH_PLATFORMS)})"
         )
     path = model_dir / version / filename
     if not path.is_file():
         raise ConfigError(f"model '{config.name}' version {version}: no model file '{filename}'")
-    return path
+    return family_of(model_dir, config, path)
 
 
 def _load_data(
@@ -134,10 +144,11 @@ def optimize(
         raise ValueError(f"--max-samples: expected >= 2; received {max_samples}")
     bounds = parse_tolerances(tolerances)
     search_bounds = tightened(bounds, search_reserve)
-    specs = parse_kinds(candidates)
     from accelserve.config import read_config
 
-    source = check_backend(model_dir, read_config(model_dir))
+    family = check_backend(model_dir, read_config(model_dir))
+    source = family.source
+    specs = family.kinds(candidates)
     progress = Progress(stream, "optimize")
     device = parse_device("cpu")
     with progress.step(f"inspect {model_dir}") as step:
@@ -161,22 +172,22 @@ def optimize(
     speed_inputs = request_rows([s.inputs for s in data.held_out], target.info.batches)
     quiet = SpeedProgress(None)
 
-    def judged(runner: Runner, sample: Sample) -> dict[str, np.ndarray]:
+    def judged(runner: Any, sample: Sample) -> dict[str, np.ndarray]:
         outputs = runner(sample.inputs)
         return pipeline.finish(sample, outputs) if pipeline is not None else outputs
 
     with progress.step("original: reference outputs on the held-out data"):
-        reference_runner = Runner(source)
+        reference_runner = family.runner(source)
         reference = [judged(reference_runner, s) for s in data.held_out]
         del reference_runner
 
-    def judge(path: Path) -> Accuracy:
-        runner = Runner(path)
+    def judge(path: Path, overlay: str = "") -> Accuracy:
+        runner = family.runner(path, overlay)
         return evaluate(lambda k: judged(runner, data.held_out[k]), reference)
 
-    def measured(label: str, path: Path) -> Any:
+    def measured(label: str, path: Path, overlay: str = "") -> Any:
         with progress.step(f"{label}: speed, {setting.label}") as step:
-            m = speed(model_dir, path, setting, speed_inputs, duration_s, warmup_s, quiet)
+            m = speed(model_dir, path, setting, speed_inputs, duration_s, warmup_s, quiet, overlay)
             step.note(m.error or f"{m.rows_per_s:,.0f} rows/s, p99 {m.p99_ms:.2f} ms")
         return m
 
@@ -196,16 +207,16 @@ def optimize(
             rows.append(row)
             try:
                 with progress.step(f"{spec.name}: build and check accuracy") as step:
-                    built = build(spec, source, work, calibration)
+                    built = family.build(spec, work, calibration)
                     built_of[spec.name] = built
                     row.size_mb = _mb(built.path)
-                    row.accuracy = judge(built.path)
+                    row.accuracy = judge(built.path, spec.config)
                     row.failures = row.accuracy.failures(bounds)
                     step.note(row.accuracy.summary())
             except Exception as exc:  # a converter that cannot handle this graph: reported
                 row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 continue
-            row.measurement = measured(spec.name, built.path)
+            row.measurement = measured(spec.name, built.path, spec.config)
         if search:
             best_ok = max((r.rows_per_s for r in rows if r.passes), default=original.rows_per_s)
             to_search = sorted(
@@ -248,7 +259,8 @@ def optimize(
                 (original, source),
                 *((r, built_of[r.label].path) for r in rows if r.measurement is not None),
             ]:
-                row.repeats.append(measured(f"{row.label} (round {round_})", path))
+                overlay = built_of[row.label].spec.config if row.label in built_of else ""
+                row.repeats.append(measured(f"{row.label} (round {round_})", path, overlay))
         chosen = verdicts(rows, original, min_gain)
         counts = f"{len(data.held_out)} held out, {len(data.calibration)} to calibrate"
         result = Result(target.config.name, original, rows, chosen, f"{data.source} ({counts})")
@@ -264,7 +276,11 @@ def optimize(
                 "accuracy": chosen.accuracy.summary() if chosen.accuracy else "",
                 "data": data.source,
             }
-            result.version = apply_mod.write_version(model_dir, built.path, source.name, record)
+            if built.spec.config:
+                record["config_overlay"] = built.spec.config
+            result.version = apply_mod.write_version(
+                model_dir, built.path, source.name, record, built.spec.config
+            )
             apply_mod.serve_version(model_dir, result.version if apply else int(source.parent.name))
     if pipeline is not None:
         pipeline.close()
