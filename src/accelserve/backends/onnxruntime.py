@@ -2,7 +2,9 @@
 
 Config parameters (``parameters { key: ... value { string_value: ... } }``):
 ``intra_op_thread_count``, ``inter_op_thread_count`` (0 = ONNX Runtime's default),
-``enable_tensorrt`` ("true" to put TensorRT before CUDA when it is installed).
+``enable_tensorrt`` ("true" to put TensorRT before CUDA when it is installed). On GPUs, Triton's
+``optimization`` fields: the TensorRT execution accelerator with ``precision_mode`` FP16/INT8,
+and ``cuda { graphs: true }`` (``gpu_providers``).
 
 The CPU instances of one model file share its weights: the first reads the file's initializers
 once (``onnx_initializers``, without the ``onnx`` package) and every session uses those buffers
@@ -83,7 +85,7 @@ class OnnxRuntimeBackend(Backend):
                 for name, value in self._weights.values.items():
                     options.add_initializer(name, value)
             self.session = ort.InferenceSession(
-                str(path), options, providers=_providers(device, params)
+                str(path), options, providers=_providers(device, params, config)
             )
         except Exception as exc:  # ONNX Runtime raises its own exception types
             self.unload()
@@ -186,7 +188,7 @@ def _initializers(path: Path) -> tuple[dict[str, Any], int]:
 _MIN_SHARED_BYTES = 128
 
 
-def _providers(device: Device, params: dict[str, str]) -> list[Any]:
+def _providers(device: Device, params: dict[str, str], config: ModelConfig) -> list[Any]:
     if device.kind == "cpu":
         return ["CPUExecutionProvider"]
     if device.kind != "cuda":
@@ -197,10 +199,59 @@ def _providers(device: Device, params: dict[str, str]) -> list[Any]:
             f"ONNX Runtime here has no CUDA support (providers: {', '.join(available)}); "
             "install onnxruntime-gpu"
         )
+    return gpu_providers(device.index, params, config, available)
+
+
+_TRT_PRECISIONS = {"FP32": {}, "FP16": {"trt_fp16_enable": True}, "INT8": {"trt_int8_enable": True}}
+
+
+def gpu_providers(
+    index: int, params: dict[str, str], config: ModelConfig, available: list[str]
+) -> list[Any]:
+    """The providers of a CUDA session, from Triton's config: ``optimization {
+    execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" parameters {
+    key: "precision_mode" value: "FP16" } } ] } }`` (or the ``enable_tensorrt`` parameter) puts
+    TensorRT first where installed; ``optimization { cuda { graphs: true } }`` turns on the CUDA
+    provider's graph capture (``enable_cuda_graph``: fixed shapes and addresses per run)."""
+    where = f"model '{config.name}' optimization"
     chosen: list[Any] = []
-    if params.get("enable_tensorrt") == "true" and "TensorrtExecutionProvider" in available:
-        chosen.append(("TensorrtExecutionProvider", {"device_id": device.index}))
-    chosen.append(("CUDAExecutionProvider", {"device_id": device.index}))
+    accelerators = config.optimization.execution_accelerators
+    if accelerators.cpu_execution_accelerator:
+        names = [a.name for a in accelerators.cpu_execution_accelerator]
+        raise ConfigError(
+            f"{where} cpu_execution_accelerator: none is supported by accelserve's ONNX Runtime "
+            f"backend; received {names}"
+        )
+    tensorrt = params.get("enable_tensorrt") == "true"
+    trt_options: dict[str, Any] = {"device_id": index}
+    for accelerator in accelerators.gpu_execution_accelerator:
+        if accelerator.name != "tensorrt":
+            raise ConfigError(
+                f"{where} gpu_execution_accelerator name: expected 'tensorrt'; "
+                f"received {accelerator.name!r}"
+            )
+        tensorrt = True
+        for key, value in accelerator.parameters.items():
+            if key == "precision_mode":
+                if value.upper() not in _TRT_PRECISIONS:
+                    raise ConfigError(
+                        f"{where} tensorrt precision_mode: expected FP32, FP16 or INT8; "
+                        f"received {value!r}"
+                    )
+                trt_options.update(_TRT_PRECISIONS[value.upper()])
+            elif key == "max_workspace_size_bytes":
+                trt_options["trt_max_workspace_size"] = count_parameter(where, key, value)
+            else:
+                raise ConfigError(
+                    f"{where} tensorrt parameter: expected precision_mode or "
+                    f"max_workspace_size_bytes; received {key!r}"
+                )
+    if tensorrt and "TensorrtExecutionProvider" in available:
+        chosen.append(("TensorrtExecutionProvider", trt_options))
+    cuda_options: dict[str, Any] = {"device_id": index}
+    if config.optimization.cuda.graphs:
+        cuda_options["enable_cuda_graph"] = "1"
+    chosen.append(("CUDAExecutionProvider", cuda_options))
     chosen.append("CPUExecutionProvider")
     return chosen
 

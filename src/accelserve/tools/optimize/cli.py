@@ -120,6 +120,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="only pin the served version to N (e.g. back to the original)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="device to optimize for (cpu; cuda:N adds the GPU candidates: CUDA/TensorRT "
+        "execution providers at FP16/INT8, CUDA graphs)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -164,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             write=not args.dry_run,
             apply=args.apply,
             stream=None if args.quiet else sys.stderr,
+            device=args.device,
         )
     except (AccelServeError, ValueError) as exc:
         message = exc.message if isinstance(exc, AccelServeError) else str(exc)

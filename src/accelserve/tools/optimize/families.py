@@ -22,13 +22,37 @@ class Family:
     kind: str  # "onnx" or "torch"
     model_dir: Path
     source: Path  # the served version's model file
+    device: Any = None  # accelserve.devices.Device; None: cpu
+
+    @property
+    def gpu(self) -> bool:
+        return self.device is not None and self.device.kind == "cuda"
 
     def kinds(self, text: str) -> list[Spec]:
+        """The candidates named in ``text`` (empty: all that apply); the GPU ones only on a
+        ``cuda`` device, where asking for them elsewhere is an error naming the device."""
+        from accelserve.tools.optimize.gpu_candidates import ONNX_GPU_SPECS, TORCH_GPU_SPECS
+
+        gpu_specs = dict(TORCH_GPU_SPECS if self.kind == "torch" else ONNX_GPU_SPECS)
+        if self.kind == "torch" and self.source.suffix != ".pt2":
+            gpu_specs = {}  # compiling needs a torch.export program
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        wanted_gpu = [n for n in names if n in ONNX_GPU_SPECS or n in TORCH_GPU_SPECS]
+        if wanted_gpu and not self.gpu:
+            raise ValueError(
+                f"--candidates: {', '.join(wanted_gpu)} run on a GPU; expected --device cuda:N, "
+                f"received {self.device or 'cpu'}"
+            )
+        rest = ",".join(n for n in names if n not in gpu_specs)
         if self.kind == "torch":
             from accelserve.tools.optimize.torch_candidates import torch_kinds
 
-            return torch_kinds(text, self.source)
-        return parse_kinds(text)
+            base = torch_kinds(rest, self.source) if rest or not names else []
+        else:
+            base = parse_kinds(rest) if rest or not names else []
+        if not self.gpu:
+            return base
+        return base + [gpu_specs[n] for n in (names or gpu_specs) if n in gpu_specs]
 
     def build(
         self, spec: Spec, workdir: Path, calibration: Samples, exclude: Sequence[str] = ()
@@ -40,18 +64,39 @@ class Family:
         return build(spec, self.source, workdir, calibration, exclude)
 
     def runner(self, path: Path, overlay: str = "") -> RunFn:
-        """A CPU runner of ``path`` (a candidate's file, or the source) with ``overlay``."""
-        if self.kind == "torch":
-            from accelserve.tools.optimize.torch_candidates import TorchRunner
-
-            return TorchRunner(self.model_dir, path, overlay)
+        """A runner of ``path`` (a candidate's file, or the source) with ``overlay``: through
+        the backend on the device (ONNX on CPU: a plain CPU session, the same numbers)."""
+        if self.kind == "torch" or self.gpu:
+            return BackendRunner(self.model_dir, path, overlay, self.device)
         return Runner(path)
 
 
-def family_of(model_dir: Path, config: Any, source: Path) -> Family:
+class BackendRunner:
+    """One model file loaded by its backend with the model's config and a candidate's
+    overlay, on ``device`` (default cpu), for reference and accuracy runs."""
+
+    def __init__(self, model_dir: Path, path: Path, overlay: str = "", device: Any = None) -> None:
+        from accelserve.config import merge_overlay, parse_config, read_config
+        from accelserve.devices import parse_device
+        from accelserve.repository import load_backend
+
+        config = read_config(model_dir)
+        config.ClearField("version_policy")
+        merge_overlay(config, parse_config(overlay, "candidate overlay"), "candidate overlay")
+        self.backend = load_backend(path.parent, config, device or parse_device("cpu"))
+        self.inputs = [i.name for i in config.input]
+
+    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.backend.infer({k: v for k, v in tensors.items() if k in self.inputs})
+
+    def close(self) -> None:
+        self.backend.unload()
+
+
+def family_of(model_dir: Path, config: Any, source: Path, device: Any = None) -> Family:
     """The family of a model whose served file is ``source`` (checked by ``check_backend``)."""
     from accelserve.tools.optimize.torch_candidates import TORCH_PLATFORMS
 
     kind = config.platform or config.backend
     torch = kind in (*TORCH_PLATFORMS, "pytorch") or (not kind and source.suffix in (".pt", ".pt2"))
-    return Family("torch" if torch else "onnx", model_dir, source)
+    return Family("torch" if torch else "onnx", model_dir, source, device)

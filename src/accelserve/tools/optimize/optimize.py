@@ -44,7 +44,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def check_backend(model_dir: Path, config: Any) -> Family:
+def check_backend(model_dir: Path, config: Any, device: Any = None) -> Family:
     """The served version's model file and its candidates' family; ConfigError for a backend
     optimize does not support."""
     from accelserve.config import is_ensemble, select_versions
@@ -72,7 +72,7 @@ def check_backend(model_dir: Path, config: Any) -> Family:
     path = model_dir / version / filename
     if not path.is_file():
         raise ConfigError(f"model '{config.name}' version {version}: no model file '{filename}'")
-    return family_of(model_dir, config, path)
+    return family_of(model_dir, config, path, device)
 
 
 def _load_data(
@@ -121,6 +121,7 @@ def optimize(
     write: bool = True,
     apply: bool = False,
     stream: TextIO | None = None,
+    device: str = "cpu",
 ) -> Result:
     """Optimize the ONNX model directory ``model`` (``REPO/NAME``); see the module docstring of
     ``accelserve.tools.optimize``. Raises ConfigError/ValueError on bad arguments."""
@@ -146,15 +147,15 @@ def optimize(
     search_bounds = tightened(bounds, search_reserve)
     from accelserve.config import read_config
 
-    family = check_backend(model_dir, read_config(model_dir))
+    target_device = parse_device(device)  # GPU candidates only on cuda:N
+    family = check_backend(model_dir, read_config(model_dir), target_device)
     source = family.source
     specs = family.kinds(candidates)
     progress = Progress(stream, "optimize")
-    device = parse_device("cpu")
     with progress.step(f"inspect {model_dir}") as step:
-        target = inspect_model(model_dir, device)
+        target = inspect_model(model_dir, target_device)
         step.note(f"file {source}")
-    setting = configured(target.config, device, batch_size, instances)
+    setting = configured(target.config, target_device, batch_size, instances)
     with progress.step("prepare validation data") as step:
         data, pipeline = _load_data(
             model_dir,

@@ -17,11 +17,9 @@ torch is imported in the functions (``accelserve optimize`` on an ONNX model nev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from accelserve.tools.optimize.candidates import Built, Samples, Spec
 
@@ -193,25 +191,3 @@ def build_torch(
     dest = folder / source.name
     spec.build(source, dest, calibration, exclude)
     return Built(spec, dest)
-
-
-class TorchRunner:
-    """One model file loaded by the torch backend on CPU, with the model's config and the
-    candidate's overlay, for reference and accuracy runs."""
-
-    def __init__(self, model_dir: Path, path: Path, overlay: str = "") -> None:
-        from accelserve.config import merge_overlay, parse_config, read_config
-        from accelserve.devices import parse_device
-        from accelserve.repository import load_backend
-
-        config = read_config(model_dir)
-        config.ClearField("version_policy")
-        merge_overlay(config, parse_config(overlay, "candidate overlay"), "candidate overlay")
-        self.backend = load_backend(path.parent, config, parse_device("cpu"))
-        self.inputs = [i.name for i in config.input]
-
-    def __call__(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.backend.infer({k: v for k, v in tensors.items() if k in self.inputs})
-
-    def close(self) -> None:
-        self.backend.unload()
