@@ -7,6 +7,9 @@ its most sensitive node groups kept in FP32 (``search.py``). Each is checked aga
 original on held-out data (``accuracy.py``), measured through the real scheduler at the model's
 configured batch size and instance count (``measure.py``, the advisor's measurement), and the
 fastest accurate one is written as a new version (``apply.py``); ``--apply`` serves it.
+PyTorch (``torch_candidates``), TensorFlow (``tf_candidates``) and GPU (``gpu_candidates``,
+``--device cuda:N``) candidates go through the same loop (``families``: which candidates and
+runner a model's backend gets); a candidate's config is its version's ``config_overlay.pbtxt``.
 
 Modules: ``candidates`` (the converters), ``data`` (validation data and its split),
 ``accuracy``, ``search``, ``measure``, ``report``, ``apply``, ``optimize`` (the loop), ``cli``.

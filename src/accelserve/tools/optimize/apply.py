@@ -41,7 +41,10 @@ def write_version(
     number = (versions(model_dir) or [0])[-1] + 1
     folder = model_dir / str(number)
     folder.mkdir()
-    shutil.copyfile(model_file, folder / filename)
+    if model_file.is_dir():  # a SavedModel
+        shutil.copytree(model_file, folder / filename)
+    else:
+        shutil.copyfile(model_file, folder / filename)
     if overlay.strip():
         (folder / VERSION_OVERLAY).write_text(overlay.strip() + "\n")
     (folder / "optimize.json").write_text(json.dumps(record, indent=2) + "\n")

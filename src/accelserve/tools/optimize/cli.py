@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Build optimized candidates of an ONNX model (graph optimization, FP16, INT8 dynamic and "
         "static, sensitive layers kept precise) or a PyTorch one (torch.compile, BF16 autocast, "
-        "weight-only INT8), check each against the original on held-out "
+        "weight-only INT8) or a TensorFlow one (XLA), check each against the original on held-out "
         "data, measure it through the scheduler and write the fastest accurate one as a new "
         "version."
     )
@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="comma-separated: ort-graph,fp16,int8-dynamic-matmul,"
         "int8-dynamic-all,int8-static; PyTorch: compile,bf16-autocast,compile-bf16,"
-        "int8-weight,int8-weight-compile (default all that apply)",
+        "int8-weight,int8-weight-compile; TensorFlow: xla; with --device cuda:N also "
+        "cuda-fp16,cuda-graph,trt-fp16,trt-int8 (ONNX), compile-cuda-graphs (PyTorch) "
+        "(default all that apply)",
     )
     parser.add_argument(
         "--tolerance",

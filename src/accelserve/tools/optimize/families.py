@@ -19,7 +19,7 @@ RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class Family:
-    kind: str  # "onnx" or "torch"
+    kind: str  # "onnx", "torch" or "tf"
     model_dir: Path
     source: Path  # the served version's model file
     device: Any = None  # accelserve.devices.Device; None: cpu
@@ -33,7 +33,7 @@ class Family:
         ``cuda`` device, where asking for them elsewhere is an error naming the device."""
         from accelserve.tools.optimize.gpu_candidates import ONNX_GPU_SPECS, TORCH_GPU_SPECS
 
-        gpu_specs = dict(TORCH_GPU_SPECS if self.kind == "torch" else ONNX_GPU_SPECS)
+        gpu_specs = {"onnx": ONNX_GPU_SPECS, "torch": TORCH_GPU_SPECS}.get(self.kind, {})
         if self.kind == "torch" and self.source.suffix != ".pt2":
             gpu_specs = {}  # compiling needs a torch.export program
         names = [t.strip() for t in text.split(",") if t.strip()]
@@ -48,6 +48,10 @@ class Family:
             from accelserve.tools.optimize.torch_candidates import torch_kinds
 
             base = torch_kinds(rest, self.source) if rest or not names else []
+        elif self.kind == "tf":
+            from accelserve.tools.optimize.tf_candidates import tf_kinds
+
+            base = tf_kinds(rest, self.source) if rest or not names else []
         else:
             base = parse_kinds(rest) if rest or not names else []
         if not self.gpu:
@@ -57,7 +61,7 @@ class Family:
     def build(
         self, spec: Spec, workdir: Path, calibration: Samples, exclude: Sequence[str] = ()
     ) -> Built:
-        if self.kind == "torch":
+        if self.kind in ("torch", "tf"):
             from accelserve.tools.optimize.torch_candidates import build_torch
 
             return build_torch(spec, self.source, workdir, calibration, exclude)
@@ -66,7 +70,7 @@ class Family:
     def runner(self, path: Path, overlay: str = "") -> RunFn:
         """A runner of ``path`` (a candidate's file, or the source) with ``overlay``: through
         the backend on the device (ONNX on CPU: a plain CPU session, the same numbers)."""
-        if self.kind == "torch" or self.gpu:
+        if self.kind != "onnx" or self.gpu:
             return BackendRunner(self.model_dir, path, overlay, self.device)
         return Runner(path)
 
@@ -93,10 +97,11 @@ class BackendRunner:
         self.backend.unload()
 
 
-def family_of(model_dir: Path, config: Any, source: Path, device: Any = None) -> Family:
-    """The family of a model whose served file is ``source`` (checked by ``check_backend``)."""
+def family_of(model_dir: Path, platform: str, source: Path, device: Any = None) -> Family:
+    """The family of a model of ``platform`` whose served file is ``source`` (both checked by
+    ``optimize.check_backend``)."""
+    from accelserve.tools.optimize.tf_candidates import TF_PLATFORMS
     from accelserve.tools.optimize.torch_candidates import TORCH_PLATFORMS
 
-    kind = config.platform or config.backend
-    torch = kind in (*TORCH_PLATFORMS, "pytorch") or (not kind and source.suffix in (".pt", ".pt2"))
-    return Family("torch" if torch else "onnx", model_dir, source, device)
+    kind = "torch" if platform in TORCH_PLATFORMS else "tf" if platform in TF_PLATFORMS else "onnx"
+    return Family(kind, model_dir, source, device)

@@ -49,6 +49,7 @@ def check_backend(model_dir: Path, config: Any, device: Any = None) -> Family:
     optimize does not support."""
     from accelserve.config import is_ensemble, select_versions
     from accelserve.repository import platform_of
+    from accelserve.tools.optimize.tf_candidates import TF_PLATFORMS
     from accelserve.tools.optimize.torch_candidates import TORCH_PLATFORMS
 
     if is_ensemble(config):
@@ -63,16 +64,19 @@ def check_backend(model_dir: Path, config: Any, device: Any = None) -> Family:
         filename = config.default_model_filename or (
             "model.pt2" if kind == "accelserve_torch_export" else "model.pt"
         )
+    elif kind in TF_PLATFORMS:
+        filename = config.default_model_filename or "model.savedmodel"
     else:
         raise ConfigError(
             f"model '{config.name}': backend/platform {kind!r} is not supported by optimize; "
-            f"supported: ONNX models (platform 'onnxruntime_onnx', backend 'onnxruntime') and "
-            f"PyTorch ones (platforms {', '.join(repr(p) for p in TORCH_PLATFORMS)})"
+            f"supported: ONNX models (platform 'onnxruntime_onnx', backend 'onnxruntime'), "
+            f"PyTorch ones (platforms {', '.join(repr(p) for p in TORCH_PLATFORMS)}) and "
+            f"TensorFlow SavedModels ('tensorflow_savedmodel')"
         )
     path = model_dir / version / filename
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"model '{config.name}' version {version}: no model file '{filename}'")
-    return family_of(model_dir, config, path, device)
+    return family_of(model_dir, kind, path, device)
 
 
 def _load_data(
@@ -290,4 +294,7 @@ def optimize(
 
 
 def _mb(path: Path) -> float:
+    path = path.resolve()
+    if path.is_dir():  # a SavedModel
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
     return path.stat().st_size / 1e6

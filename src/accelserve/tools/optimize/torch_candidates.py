@@ -34,7 +34,7 @@ def parameters(**values: str) -> str:
 
 
 def same_file(source: Path, dest: Path, calibration: Samples, exclude: Sequence[str]) -> None:
-    """A candidate that changes only the config serves the original file."""
+    """A candidate that changes only the config serves the original file (or directory)."""
     dest.symlink_to(source.resolve())
 
 
@@ -185,7 +185,8 @@ def torch_kinds(text: str, source: Path) -> list[Spec]:
 def build_torch(
     spec: Spec, source: Path, workdir: Path, calibration: Samples, exclude: Sequence[str] = ()
 ) -> Built:
-    """Build one candidate into its own folder, under the source's file name."""
+    """Build one candidate into its own folder, under the source's file name (PyTorch and
+    TensorFlow candidates alike)."""
     folder = workdir / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / source.name
