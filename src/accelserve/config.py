@@ -330,8 +330,9 @@ def merge_overlay(config: ModelConfig, overlay: ModelConfig, source: str) -> Non
     """Merge ``overlay`` into ``config`` in place; an overlay may not rename the model or change
     its tensors or batching (those describe the model, not one version's execution)."""
     fixed = ("name", "input", "output", "max_batch_size", "version_policy", "platform", "backend")
-    for name in fixed:
-        if overlay.HasField(name) if name == "version_policy" else getattr(overlay, name):
+    messages = ("version_policy", "dynamic_batching", "sequence_batching", "ensemble_scheduling")
+    for name in (*fixed, *messages[1:]):
+        if overlay.HasField(name) if name in messages else getattr(overlay, name):
             raise ConfigError(
                 f"{source}: field '{name}' is the model's, not one version's; an overlay may set "
                 f"parameters, optimization and the like"

@@ -125,6 +125,9 @@ def test_an_overlay_may_not_change_what_describes_the_model(tmp_path: Path) -> N
     (model_dir / "1" / "config_overlay.pbtxt").write_text("max_batch_size: 2\n")
     with pytest.raises(ConfigError, match=r"1/config_overlay\.pbtxt: field 'max_batch_size' is"):
         version_config(read_config(model_dir), model_dir / "1")
+    (model_dir / "1" / "config_overlay.pbtxt").write_text("dynamic_batching { }\n")
+    with pytest.raises(ConfigError, match=r"field 'dynamic_batching' is the model's"):
+        version_config(read_config(model_dir), model_dir / "1")
     (model_dir / "1" / "config_overlay.pbtxt").write_text("parameters { key: 1 }\n")
     with pytest.raises(ConfigError, match=r"1/config_overlay\.pbtxt"):
         version_config(read_config(model_dir), model_dir / "1")
