@@ -134,3 +134,44 @@ def test_torch_cuda_graphs_candidate_sets_reduce_overhead(tmp_path: Path) -> Non
     assert "compile-cuda-graphs" not in [
         s.name for s in Family("torch", tmp_path, pt2.source).kinds("")
     ]
+
+
+def _ort_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+# On a GPU machine (scripts/device_check.py runs the gpu marker): each candidate answers there.
+@pytest.mark.gpu
+@pytest.mark.skipif(not _ort_cuda(), reason="needs onnxruntime-gpu and a CUDA device")
+@pytest.mark.parametrize("kind", sorted(ONNX_GPU_SPECS))
+def test_each_onnx_gpu_candidate_answers_on_cuda(kind: str, tmp_path: Path) -> None:
+    family = _onnx(tmp_path, CUDA)
+    rng = np.random.default_rng(0)
+    calibration = [{"x": rng.standard_normal((4, 32)).astype(np.float32)} for _ in range(4)]
+    spec = ONNX_GPU_SPECS[kind]
+    built = family.build(spec, tmp_path / "work", calibration)
+    want = BackendRunner(family.model_dir, family.source)(calibration[0])["y"]
+    got = BackendRunner(family.model_dir, built.path, spec.config, CUDA)(calibration[0])["y"]
+    np.testing.assert_allclose(got, want, atol=0.1 if "int8" in kind else 0.02)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _torch_cuda(), reason="needs a CUDA device visible to PyTorch")
+def test_torch_cuda_graphs_candidate_answers_on_cuda(tmp_path: Path) -> None:
+    from tests.unit.optimize.torch_toys import torch_repository
+
+    model_dir = torch_repository(tmp_path)
+    family = Family("torch", model_dir, model_dir / "1" / "model.pt2", CUDA)
+    spec = TORCH_GPU_SPECS["compile-cuda-graphs"]
+    x = {"x": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)}
+    want = BackendRunner(model_dir, family.source)(x)["output__0"]
+    got = family.runner(family.build(spec, tmp_path / "work", []).path, spec.config)(x)
+    np.testing.assert_allclose(got["output__0"], want, atol=1e-3)
