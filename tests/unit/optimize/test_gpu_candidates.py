@@ -175,3 +175,15 @@ def test_torch_cuda_graphs_candidate_answers_on_cuda(tmp_path: Path) -> None:
     want = BackendRunner(model_dir, family.source)(x)["output__0"]
     got = family.runner(family.build(spec, tmp_path / "work", []).path, spec.config)(x)
     np.testing.assert_allclose(got["output__0"], want, atol=1e-3)
+
+
+def test_a_bad_or_absent_device_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = mlp_repository(tmp_path)
+    assert main(["optimize", str(model_dir), "--quiet", "--device", "tpu9x"]) == 2
+    assert "device: expected one of cpu, cpu:N, cuda" in capsys.readouterr().err
+    if not _ort_cuda():
+        assert main(["optimize", str(model_dir), "--quiet", "--device", "cuda:0"]) == 2
+        err = capsys.readouterr().err
+        assert "ONNX Runtime here has no CUDA support" in err and "Traceback" not in err
