@@ -127,7 +127,8 @@ def optimize(
     stream: TextIO | None = None,
     device: str = "cpu",
 ) -> Result:
-    """Optimize the ONNX model directory ``model`` (``REPO/NAME``); see the module docstring of
+    """Optimize the ONNX, PyTorch or TensorFlow model directory ``model`` (``REPO/NAME``) for
+    ``device`` (``cuda:N`` adds the GPU candidates); see the module docstring of
     ``accelserve.tools.optimize``. Raises ConfigError/ValueError on bad arguments."""
     from accelserve.devices import parse_device
     from accelserve.tools.advisor.advise import inspect_model
