@@ -357,7 +357,7 @@ can cost at most {CORES} x 1e6 / (req/s) us of CPU in all; the client takes its 
 measured against any server, the most generous case); the server gets the rest. CPU-bound req/s:
 {CORES} x 1e6 / (server + client us/req), the most a server can reach with every cycle of the
 cores. Other jobs on the machine take cycles too, and more so from one process than from three
-(the scheduler shares the cores per thread): a loaded machine flatters the multi-process floors.
+(the scheduler shares the cores among tasks): a loaded machine flatters the multi-process floors.
 
 {_report.markdown_table(arith_header, arith_rows)}
 
