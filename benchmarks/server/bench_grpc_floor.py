@@ -8,10 +8,9 @@ grpcio thread-pool processes sharing one port (SO_REUSEPORT) against Triton, all
 driven step by step in rotated order (bench_grpc.py's method) at 1, 16 and 64 streams. The kernel
 deals connections, not streams, to SO_REUSEPORT listeners, so the floors are driven over
 CONNECTIONS connections; Triton both over one (as bench_grpc drives it) and over CONNECTIONS.
-Server CPU per request sums every process of a server (/proc); client CPU per request is this
-process's. The arithmetic table asks: at Triton's req/s, how much CPU per request do the two cores
-hold, how much does the client take, and is the rest enough for the cheapest Python floor?
-Writes benchmarks/results/bench_grpc_floor.csv and docs/PERFORMANCE.md's `server-grpc-floor`.
+Server and client CPU per request come from /proc; the arithmetic table weighs them against the
+CPU two cores hold per request at Triton's req/s. Writes benchmarks/results/bench_grpc_floor.csv
+and docs/PERFORMANCE.md's `server-grpc-floor`.
 """
 
 from __future__ import annotations
@@ -109,12 +108,8 @@ def start_floor(peer: Peer, ready_timeout: float) -> bench_grpc.Running:
     port = free_port()
     log = open(_report.result_path(f"{peer.name}-floor.log"), "wb")  # noqa: SIM115 - closed in stop
     cmd = [sys.executable, __file__, "--serve", str(port), "--procs", str(peer.procs)]
-    proc = subprocess.Popen(
-        cmd + (["--sync"] if peer.kind == "sync" else []),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    cmd += ["--sync"] if peer.kind == "sync" else []
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop() -> None:
         os.killpg(proc.pid, signal.SIGTERM)  # the group this script created for it
@@ -228,11 +223,8 @@ def drive(server: bench_grpc.Running, peer: Peer, conc: int, args: argparse.Name
     # The CPU covers the warm-up too, at the same concurrency: scale the count.
     requests = step.ok * (args.warmup + args.duration) / args.duration
     total = sum(used)
-    return Step(
-        step,
-        total / requests * 1e6 if requests else math.nan,
-        max(used) / total if total > 0 else math.nan,
-    )
+    server_us = total / requests * 1e6 if requests else math.nan
+    return Step(step, server_us, max(used) / total if total > 0 else math.nan)
 
 
 def run(runs: dict[str, Runs], args: argparse.Namespace) -> None:
@@ -263,10 +255,8 @@ def run(runs: dict[str, Runs], args: argparse.Namespace) -> None:
 
 
 def arithmetic(runs: dict[str, Runs]) -> tuple[list[list[object]], dict[int, bool]]:
-    """Per stream count: the CPU the cores hold per request at Triton's req/s (the faster of its
-    two client layouts), the client's share of it, what is left for the server against the
-    cheapest floor's server CPU; the req/s that CPU per request allows each; and whether the
-    fastest floor reached Triton's req/s."""
+    """Per stream count, the rows of the CPU arithmetic (see the report's text) and whether the
+    fastest floor reached Triton's faster client layout."""
     triton = [r for r in runs.values() if r.peer.kind == "triton" and r.steps]
     floors = [r for r in runs.values() if r.peer.kind != "triton" and r.steps]
     rows, reached = [], {}
@@ -325,17 +315,12 @@ def report(runs: dict[str, Runs], args: argparse.Namespace) -> None:
             csv_rows.append(_csv_row(r, conc))
     _report.append_csv(_report.result_path("bench_grpc_floor.csv"), csv_rows)
     arith_rows, reached = arithmetic(runs)
-    arith_header = ["conc", "Triton req/s (its server + client CPU us/req)"]
-    arith_header += [f"CPU us/req {CORES} cores hold at it", "client's share (least measured)"]
-    arith_header += ["left for the server", "cheapest floor's server CPU us/req"]
-    arith_header += ["req/s CPU-bound: cheapest floor + least client / Triton"]
+    arith_header = ["conc", "Triton req/s (its server + client CPU us/req)", "CPU us/req at it"]
+    arith_header += ["client's share (least measured)", "left for the server"]
+    arith_header += ["cheapest floor's server CPU us/req", "req/s CPU-bound: floor / Triton"]
     arith_header += ["fastest floor req/s", "vs Triton"]
-    verdict = (
-        "**A multi-process canned floor reaches Triton's req/s at 16 and 64 streams.**"
-        if reached[16] and reached[64]
-        else "**No Python gRPC floor reaches Triton's req/s at both 16 and 64 streams**, one "
-        "process or several."
-    )
+    verdict = "**A" if reached[16] and reached[64] else "**No"
+    verdict += " Python gRPC floor reaches Triton's req/s at both 16 and 64 streams**, one or more processes."
     (before, after) = args.load
     markdown = f"""#### gRPC floors on several processes, one port (issue 16)
 
@@ -345,18 +330,16 @@ servers up together and driven one at a time step by step in an order rotated ea
 average (1-minute) {before:.2f} at the start, {after:.2f} at the end. Floors: a canned reply
 (`bench_grpc.floor_server`, no model) on N processes sharing one port through SO_REUSEPORT; the
 kernel deals connections, not streams, to the processes, so floors are driven over
-{CONNECTIONS} connections (streams dealt round-robin) and Triton (the real `simple`, Python
-backend) both over one, as bench_grpc drives it, and over {CONNECTIONS}. Server CPU: every
-process of the server (for Triton, its Python stub too); client CPU: the load generator, this
-process, all threads.
+{CONNECTIONS} connections (streams dealt round-robin), Triton (the real `simple`, Python backend)
+over one, as bench_grpc drives it, and over {CONNECTIONS}. Server CPU: all its processes (Triton's
+Python stub too); client CPU: the load generator's (this process, all threads).
 
 {_report.markdown_table(header, rows)}
 
 CPU arithmetic (the server and the client share {CORES} cores): at Triton's req/s each request
 can cost at most {CORES} x 1e6 / (req/s) us of CPU in all; the client takes its share (the least
 measured against any server, the most generous case); the server gets the rest. CPU-bound req/s:
-{CORES} x 1e6 / (server + client us/req), the most a server can reach with every cycle of the
-cores. Other jobs on the machine take cycles too, and more so from one process than from three
+{CORES} x 1e6 / (server + client us/req), cheapest floor + least client / Triton. Other jobs on the machine take cycles too, and more so from one process than from three
 (the scheduler shares the cores among tasks): a loaded machine flatters the multi-process floors.
 
 {_report.markdown_table(arith_header, arith_rows)}
