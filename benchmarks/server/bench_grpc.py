@@ -64,9 +64,10 @@ LABELS = {
 # ----------------------------------------------------------------------- the floor server
 
 
-def floor_server(port: int, sync: bool = False) -> None:
+def floor_server(port: int, sync: bool = False, reuse_port: bool = False) -> None:
     """A grpc.aio server (or with ``sync``, grpcio's thread-pool server) that does the least a
-    V2 server can: parse, answer a canned reply."""
+    V2 server can: parse, answer a canned reply. ``reuse_port``: share the port with other
+    processes (SO_REUSEPORT), as bench_grpc_floor.py's multi-process floors do."""
     import concurrent.futures as cf
 
     import grpc
@@ -121,7 +122,9 @@ def floor_server(port: int, sync: bool = False) -> None:
 
     service = "inference.GRPCInferenceService"
     if sync:  # as many workers as a thread-pool layout would need for 64+ streams
-        server = grpc.server(cf.ThreadPoolExecutor(128), options=[("grpc.so_reuseport", 0)])
+        server = grpc.server(
+            cf.ThreadPoolExecutor(128), options=[("grpc.so_reuseport", int(reuse_port))]
+        )
         handlers = sync_handlers()
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
         server.add_registered_method_handlers(service, handlers)
@@ -131,7 +134,7 @@ def floor_server(port: int, sync: bool = False) -> None:
         return
 
     async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
         handlers = {
             "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
             "ModelMetadata": grpc.unary_unary_rpc_method_handler(fixed(metadata)),

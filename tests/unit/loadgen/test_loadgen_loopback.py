@@ -129,6 +129,25 @@ def test_server_without_stats_still_benchmarks(toy_server_factory) -> None:
     assert any("no statistics endpoint" in n for n in outcome.notes)
 
 
+def test_a_caller_built_transport_is_the_one_driven(toy_server_factory) -> None:
+    """bench(transport=...) drives that transport, not one built from the settings' URL
+    (benchmarks pass a multi-connection gRPC client this way)."""
+    from accelserve.tools.bench.transport import HttpTransport
+
+    async def main():
+        async with toy_server_factory() as server:
+            transport = HttpTransport("127.0.0.1", server.port, "simple")
+            # The settings point at a closed port: using them would fail to connect.
+            settings = _settings(1, concurrency=[2])
+            return server, transport, await bench(settings, transport=transport)
+
+    server, transport, outcome = asyncio.run(main())
+    (r,) = outcome.steps
+    assert outcome.target == transport.description
+    assert r.ok > 0 and r.failed == 0 and r.server is not None and r.server.requests == r.ok
+    assert server.success > r.ok  # warm-up, probe and the window all went to this server
+
+
 def test_setup_errors_are_clear(toy_server_factory) -> None:
     from accelserve.tools.bench.transport import LoadgenError
 

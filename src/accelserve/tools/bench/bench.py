@@ -107,9 +107,12 @@ async def bench(
     settings: BenchSettings,
     progress: Progress | None = None,
     on_step: Callable[[StepResult], None] | None = None,
+    transport: Transport | None = None,
 ) -> BenchOutcome:
+    """``transport``: one the caller built (a benchmark's multi-connection client, say);
+    by default the one ``settings`` describe."""
     settings.validate()
-    transport = make_transport(settings)
+    transport = transport or make_transport(settings)
     await transport.open()
     try:
         metadata = await transport.metadata()
@@ -179,5 +182,6 @@ def run_bench(
     settings: BenchSettings,
     progress: Progress | None = None,
     on_step: Callable[[StepResult], None] | None = None,
+    transport: Transport | None = None,
 ) -> BenchOutcome:
-    return run_async(bench(settings, progress, on_step))
+    return run_async(bench(settings, progress, on_step, transport))
