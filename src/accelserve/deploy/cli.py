@@ -62,7 +62,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
         options = _options(
             args, model_control=args.model_control_mode == "explicit", api_key=args.api_key
         )
-        serve(options, args.ray, args.host, args.http_port)
+        serve(options, args.ray, args.host, args.http_port, metrics_port=args.metrics_port or None)
     except AccelServeError as exc:
         print(f"accelserve serve: {exc}", file=sys.stderr)
         return 2

@@ -147,12 +147,15 @@ def serve_on_ray(
     host: str = "127.0.0.1",
     http_port: int = 8000,
     proxy_location: str = "HeadOnly",
+    metrics_port: int | None = None,
 ) -> None:
     """Deploy on the cluster at ``address`` (``auto``: the local one, started if there is
-    none), serve until SIGTERM or SIGINT, then delete the application."""
+    none), serve until SIGTERM or SIGINT (the cluster's ``/metrics`` also on ``metrics_port``),
+    then delete the application."""
     import ray
     from ray import serve
 
+    from accelserve.deploy.metrics_port import MetricsForwarder
     from accelserve.deploy.peers import remove_registry
 
     if address == "auto":
@@ -163,17 +166,23 @@ def serve_on_ray(
     else:
         ray.init(address=address)
     stop = threading.Event()
+    forwarder = None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
         serve.start(proxy_location=proxy_location, http_options={"host": host, "port": http_port})
         serve.run(application(options), name=APP_NAME, route_prefix="/", blocking=False)
         log.info("accelserve on Ray Serve: http://%s:%d", host, http_port)
+        if metrics_port is not None:
+            proxy = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            forwarder = MetricsForwarder(host, metrics_port, f"http://{proxy}:{http_port}/metrics")
         print(f"accelserve on Ray Serve: http://{host}:{http_port}", flush=True)
         while not stop.wait(1.0):
             pass
         log.info("stopping: deleting the application")
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         try:
             serve.delete(APP_NAME)
             remove_registry()
