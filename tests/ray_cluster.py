@@ -73,8 +73,9 @@ class LocalRayCluster:
             self.env.update(self.haproxy_env())
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.nodes: list[subprocess.Popen[bytes]] = []
+        self.nodes: list[subprocess.Popen[bytes]] = []  # the nodes running (head first)
         self._logs: list[Path] = []
+        self._started = 0
         self._start(
             "head",
             [
@@ -110,9 +111,10 @@ class LocalRayCluster:
         }
 
     def add_worker(self) -> subprocess.Popen[bytes]:
+        """Start a worker node; return once it has registered with the GCS."""
         count = len(self.nodes)
         node = self._start(
-            f"worker{count}",
+            f"worker{self._started}",
             [
                 f"--address={self.address}",
                 f"--num-cpus={self.worker_cpus}",
@@ -135,6 +137,7 @@ class LocalRayCluster:
             "--disable-usage-stats",
             "--block",
         ]
+        self._started += 1
         log = Path(self.temp_dir) / f"{name}.out"
         self._logs.append(log)
         with open(log, "wb") as out:
@@ -181,6 +184,13 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
+
+    def lose_node(self, node: subprocess.Popen[bytes]) -> None:
+        """A node failure: SIGKILL its whole process group (raylet, object store, the replicas
+        it runs) with no chance to deregister, and forget it (``add_worker`` adds another)."""
+        self.stop_node(node, signal.SIGKILL)
+        index = self.nodes.index(node)
+        del self.nodes[index], self._logs[index]
 
     def stop(self) -> None:
         for node in reversed(self.nodes):
