@@ -100,7 +100,9 @@ async def broadcast_control(
     registry: Any, key: str, path: str, headers: Headers, body: bytes
 ) -> Response:
     """``POST path`` (a model's load or unload) on every replica registered under ``key``:
-    the first replica's answer when all succeed, else the first failure, naming the replica."""
+    the first replica's answer when all succeed, else the first failure, naming the replica.
+    A replica that has gone (connection refused or dropped) is dropped from the registry and
+    not waited for: the one Serve starts instead loads the whole group."""
     urls: list[str] = await registry.urls.remote([key])
     if not urls:
         return render_error(503, f"no replica of '{key}' is registered yet; try again")
@@ -108,10 +110,11 @@ async def broadcast_control(
         *(fetch(url, "POST", path, CONTROL_TIMEOUT_S, headers, body) for url in urls),
         return_exceptions=True,
     )
+    answered = []
     for url, answer in zip(urls, answers, strict=True):
         if isinstance(answer, PeerGone):
             registry.remove_url.remote(url)
-            return render_error(503, f"replica at {url} did not answer ({answer}); try again")
+            continue
         if isinstance(answer, TimeoutError):
             return render_error(
                 504, f"replica at {url} did not answer within {CONTROL_TIMEOUT_S:.0f} s"
@@ -123,7 +126,10 @@ async def broadcast_control(
             where = f"replica {found.get(REPLICA_HEADER, '?')} at {url}"
             where += f" on node {found[NODE_HEADER]}" if NODE_HEADER in found else ""
             return render_error(status, f"{where}: {_error_text(payload)}")
-    status, found, payload = answers[0]  # type: ignore[misc]  # all succeeded
+        answered.append(answer)
+    if not answered:
+        return render_error(503, f"no replica of '{key}' answered (all gone); try again")
+    status, found, payload = answered[0]
     kept = [(b"content-type", found.get("content-type", "application/json").encode())]
     return status, kept, payload
 
