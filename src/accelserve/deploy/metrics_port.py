@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from accelserve.errors import UnavailableError
+
 SCRAPE_TIMEOUT_S = 30.0
 
 
@@ -20,7 +22,13 @@ class MetricsForwarder:
 
     def __init__(self, host: str, port: int, upstream: str) -> None:
         handler = type("Handler", (_Handler,), {"upstream": upstream})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise UnavailableError(
+                f"the metrics endpoint cannot listen on {host}:{port} ({exc.strerror}); choose "
+                f"another --metrics-port, or 0 to disable metrics"
+            ) from None
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(

@@ -158,24 +158,23 @@ def serve_on_ray(
     from accelserve.deploy.metrics_port import MetricsForwarder
     from accelserve.deploy.peers import remove_registry
 
-    if address == "auto":
-        try:
-            ray.init(address="auto")
-        except ConnectionError:
-            ray.init()
-    else:
-        ray.init(address=address)
+    forwarder = None  # first: a metrics port in use fails before anything is deployed
+    if metrics_port is not None:
+        proxy = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        forwarder = MetricsForwarder(host, metrics_port, f"http://{proxy}:{http_port}/metrics")
+    try:
+        _connect(address)
+    except BaseException:
+        if forwarder is not None:
+            forwarder.stop()
+        raise
     stop = threading.Event()
-    forwarder = None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
         serve.start(proxy_location=proxy_location, http_options={"host": host, "port": http_port})
         serve.run(application(options), name=APP_NAME, route_prefix="/", blocking=False)
         log.info("accelserve on Ray Serve: http://%s:%d", host, http_port)
-        if metrics_port is not None:
-            proxy = "127.0.0.1" if host in ("0.0.0.0", "") else host
-            forwarder = MetricsForwarder(host, metrics_port, f"http://{proxy}:{http_port}/metrics")
         print(f"accelserve on Ray Serve: http://{host}:{http_port}", flush=True)
         while not stop.wait(1.0):
             pass
@@ -188,3 +187,15 @@ def serve_on_ray(
             remove_registry()
         finally:
             ray.shutdown()
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    if address == "auto":
+        try:
+            ray.init(address="auto")
+        except ConnectionError:
+            ray.init()
+    else:
+        ray.init(address=address)
