@@ -201,14 +201,14 @@ class LocalRayCluster:
         for node in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 5  # a head often ignores it: SIGKILL then, and sweep
         for node in running:
             try:
                 node.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
-        for pid in self._leftover_pids():
+        for pid in {*self._leftover_pids(), *self.processes("")}:  # "": all of ours
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
