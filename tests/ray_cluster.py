@@ -73,8 +73,9 @@ class LocalRayCluster:
             self.env.update(self.haproxy_env())
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.nodes: list[subprocess.Popen[bytes]] = []
+        self.nodes: list[subprocess.Popen[bytes]] = []  # the nodes running (head first)
         self._logs: list[Path] = []
+        self._started = 0
         self._start(
             "head",
             [
@@ -110,9 +111,10 @@ class LocalRayCluster:
         }
 
     def add_worker(self) -> subprocess.Popen[bytes]:
+        """Start a worker node; return once it has registered with the GCS."""
         count = len(self.nodes)
         node = self._start(
-            f"worker{count}",
+            f"worker{self._started}",
             [
                 f"--address={self.address}",
                 f"--num-cpus={self.worker_cpus}",
@@ -135,6 +137,7 @@ class LocalRayCluster:
             "--disable-usage-stats",
             "--block",
         ]
+        self._started += 1
         log = Path(self.temp_dir) / f"{name}.out"
         self._logs.append(log)
         with open(log, "wb") as out:
@@ -157,7 +160,10 @@ class LocalRayCluster:
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, env=self.env, timeout=60
         )
-        return int(result.stdout.strip() or 0) if result.returncode == 0 else 0
+        if result.returncode != 0 or not result.stdout.strip():
+            return 0
+        # The count is the first line: Ray may print its own news after it (a node marked dead).
+        return int(result.stdout.strip().splitlines()[0])
 
     def _wait_nodes(self, count: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -182,10 +188,27 @@ class LocalRayCluster:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
 
+    def lose_node(self, node: subprocess.Popen[bytes]) -> None:
+        """A node failure: SIGKILL its whole process group (raylet, object store, the replicas
+        it runs) with no chance to deregister, and forget it (``add_worker`` adds another)."""
+        self.stop_node(node, signal.SIGKILL)
+        index = self.nodes.index(node)
+        del self.nodes[index], self._logs[index]
+
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            self.stop_node(node)
-        for pid in self._leftover_pids():
+        # Every node at once: each takes seconds to wind down, and none needs another.
+        running = [node for node in self.nodes if node.poll() is None]
+        for node in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5  # a head often ignores it: SIGKILL then, and sweep
+        for node in running:
+            try:
+                node.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        for pid in {*self._leftover_pids(), *self.processes("")}:  # "": all of ours
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)

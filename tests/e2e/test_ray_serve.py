@@ -2,7 +2,8 @@
 
 One cluster for the module (head + one worker node, two CPUs each, so the two replicas of
 the repository, two CPU instances each, must land on different nodes), one ``accelserve serve --ray``
-process, then: placement, the real tritonclient through Ray's proxy, and the Serve config.
+process, then: placement, the real tritonclient through Ray's proxy, a killed replica and a
+lost worker node under load, and the Serve config.
 """
 
 from __future__ import annotations
@@ -53,9 +54,17 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The GCS declares a lost node dead after 3 missed checks of 0.5 s (Ray's default: 5 of 3 s).
+FAST_NODE_DEATH = {
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
-    cluster = LocalRayCluster(head_cpus=2, worker_cpus=2)
+    cluster = LocalRayCluster(head_cpus=2, worker_cpus=2, env=FAST_NODE_DEATH)
     try:
         cluster.add_worker()
         yield cluster
@@ -230,6 +239,65 @@ def test_a_killed_replica_costs_no_unary_request(
             break
         time.sleep(0.5)
     assert len(answered) == 2
+
+
+def answering_nodes(base: str, count: int = 16) -> set[str]:
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda i: infer_json(base, i), range(count)))
+    return {r.headers[NODE_HEADER] for r in responses if r.status_code == 200}
+
+
+def test_a_lost_node_costs_no_unary_request_and_a_new_node_serves_within_5s(
+    server: ServerProcess, cluster: LocalRayCluster
+) -> None:
+    before = answering_nodes(server.base, 40)
+    assert len(before) == 2
+    stop, sent = threading.Event(), threading.Semaphore(0)
+    failures: list[str] = []
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+
+    def client() -> None:  # tritonclient, as users run it; every failure is recorded
+        triton = httpclient.InferenceServerClient(server.url, network_timeout=120)
+        inputs = [httpclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(a)
+        while not stop.is_set():
+            try:
+                result = triton.infer("simple", inputs)
+                if not np.array_equal(result.as_numpy("OUTPUT0"), a + a):
+                    failures.append("wrong answer")
+            except Exception as exc:  # InferenceServerException, connection errors
+                failures.append(repr(exc))
+            sent.release()
+
+    def wait_sent(count: int) -> None:
+        for _ in range(count):
+            assert sent.acquire(timeout=120), "the clients stopped getting answers"
+
+    with ThreadPoolExecutor(6) as pool:
+        clients = [pool.submit(client) for _ in range(6)]
+        wait_sent(30)
+        cluster.lose_node(cluster.nodes[-1])  # raylet, workers, replica
+        deadline = time.monotonic() + 60
+        while cluster.alive_nodes() != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        wait_sent(60)  # the cluster without the node keeps answering
+        stop.set()
+        for future in clients:
+            future.result()
+    assert failures == []
+    (head,) = answering_nodes(server.base)
+
+    cluster.add_worker()
+    joined = time.monotonic()  # the new node has registered ("Ray runtime started")
+    answered: set[str] = set()
+    while time.monotonic() < joined + 60 and not answered - before:
+        answered = answering_nodes(server.base, 8)
+    elapsed = time.monotonic() - joined
+    print(f"the new node's replica answered {elapsed:.2f} s after the node joined")
+    assert answered - before, "no replica on the new node within 60 s"
+    assert head in answered or head in answering_nodes(server.base, 16)
+    assert elapsed <= 5.0, f"the new node's replica answered {elapsed:.1f} s after it joined"
 
 
 def test_deploy_ray_writes_a_serve_config(repository: Path, tmp_path: Path) -> None:

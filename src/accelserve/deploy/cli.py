@@ -62,7 +62,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
         options = _options(
             args, model_control=args.model_control_mode == "explicit", api_key=args.api_key
         )
-        serve(options, args.ray, args.host, args.http_port)
+        serve(options, args.ray, args.host, args.http_port, metrics_port=args.metrics_port or None)
     except AccelServeError as exc:
         print(f"accelserve serve: {exc}", file=sys.stderr)
         return 2
@@ -85,24 +85,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--host", default="0.0.0.0", help="address the proxies bind")
     ray.add_argument("--http-port", type=int, default=8000)
     _group_arguments(ray)
+    kube = ray.add_argument_group("KubeRay (a RayService manifest instead of a Serve config)")
+    kube.add_argument("--kuberay", action="store_true", help="write a RayService manifest")
+    kube.add_argument("--image", default="", help="container image with accelserve and Ray")
+    kube.add_argument("--name", default="accelserve", help="the RayService's name")
+    kube.add_argument(
+        "--repository-claim",
+        default="accelserve-models",
+        help="PersistentVolumeClaim holding the repository, mounted at its path on every pod",
+    )
+    kube.add_argument("--replica-memory", default="4Gi", help="memory of a worker pod")
 
 
 def run(args: argparse.Namespace) -> int:
     import yaml  # Ray's own dependency
 
+    from accelserve.deploy.kuberay import KubeRayOptions, manifest_yaml, rayservice_manifest
     from accelserve.deploy.ray import serve_config
     from accelserve.errors import AccelServeError
 
     try:
         options = _options(args)
-        config = serve_config(options, args.host, args.http_port)
+        if args.kuberay:
+            kube = KubeRayOptions(
+                image=args.image,
+                name=args.name,
+                repository_claim=args.repository_claim,
+                replica_memory=args.replica_memory,
+            )
+            text = manifest_yaml(rayservice_manifest(options, kube))
+        else:
+            text = yaml.safe_dump(serve_config(options, args.host, args.http_port), sort_keys=False)
     except AccelServeError as exc:
         print(f"accelserve deploy ray: {exc}", file=sys.stderr)
         return 2
-    text = yaml.safe_dump(config, sort_keys=False)
     if args.output == "-":
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text)
-        print(f"wrote {args.output}: serve deploy {args.output}", file=sys.stderr)
+        how = "kubectl apply -f" if args.kuberay else "serve deploy"
+        print(f"wrote {args.output}: {how} {args.output}", file=sys.stderr)
     return 0

@@ -147,21 +147,27 @@ def serve_on_ray(
     host: str = "127.0.0.1",
     http_port: int = 8000,
     proxy_location: str = "HeadOnly",
+    metrics_port: int | None = None,
 ) -> None:
     """Deploy on the cluster at ``address`` (``auto``: the local one, started if there is
-    none), serve until SIGTERM or SIGINT, then delete the application."""
+    none), serve until SIGTERM or SIGINT (the cluster's ``/metrics`` also on ``metrics_port``),
+    then delete the application."""
     import ray
     from ray import serve
 
+    from accelserve.deploy.metrics_port import MetricsForwarder
     from accelserve.deploy.peers import remove_registry
 
-    if address == "auto":
-        try:
-            ray.init(address="auto")
-        except ConnectionError:
-            ray.init()
-    else:
-        ray.init(address=address)
+    forwarder = None  # first: a metrics port in use fails before anything is deployed
+    if metrics_port is not None:
+        proxy = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        forwarder = MetricsForwarder(host, metrics_port, f"http://{proxy}:{http_port}/metrics")
+    try:
+        _connect(address)
+    except BaseException:
+        if forwarder is not None:
+            forwarder.stop()
+        raise
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -174,8 +180,22 @@ def serve_on_ray(
             pass
         log.info("stopping: deleting the application")
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         try:
             serve.delete(APP_NAME)
             remove_registry()
         finally:
             ray.shutdown()
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    if address == "auto":
+        try:
+            ray.init(address="auto")
+        except ConnectionError:
+            ray.init()
+    else:
+        ray.init(address=address)

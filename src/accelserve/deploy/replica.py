@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("accelserve.deploy")
 NODE_HEADER = b"accelserve-ray-node"  # the Ray node id of the replica that answered
+REPLICA_HEADER = b"accelserve-ray-replica"  # and its Serve replica id (its own server's answers)
 
 
 def _ray_node_id() -> str:
@@ -73,6 +74,7 @@ class GroupReplica:
         release_free_memory()
         self.frontend = HttpFrontend(self.dataplane, extra=_v1_handler(self.dataplane))
         self.node_header = [(NODE_HEADER, _ray_node_id().encode())]
+        self.metrics = await _metrics(self.dataplane)
         await self._serve_peers()
         self.dataplane.started = True
 
@@ -85,11 +87,12 @@ class GroupReplica:
         from accelserve.deploy.peers import registry
 
         host = ray.util.get_node_ip_address()
-        self.http = HttpServer(self.frontend.handle, render_error, DEFAULT_MAX_BODY)
-        await self.http.start(host, 0)
         context = serve.get_replica_context()
         self.peer_key = f"{context.app_name}/{context.deployment}"
         self.replica_id = context.replica_id.unique_id
+        self.peer_headers = [*self.node_header, (REPLICA_HEADER, self.replica_id.encode())]
+        self.http = HttpServer(self.handle_peer, render_error, DEFAULT_MAX_BODY)
+        await self.http.start(host, 0)
         self.registry = registry()
         url = f"http://{host}:{self.http.port}"
         await self.registry.add.remote(self.peer_key, self.replica_id, url)
@@ -111,6 +114,15 @@ class GroupReplica:
             body,
         )
         return to_starlette(response)
+
+    async def handle_peer(self, request: Request) -> Response:
+        """A request on this replica's own server: the data plane's routes, and ``/metrics``
+        (which the router gathers from every replica); answers name the node and replica."""
+        if request.path == "/metrics" and self.metrics is not None:
+            status, headers, payload = await self.metrics.handle(request)
+        else:
+            status, headers, payload = await self.frontend.handle(request)
+        return status, headers + self.peer_headers, payload
 
     async def handle_raw(
         self, method: str, path: str, query: bytes, headers: Headers, body: bytes
@@ -135,7 +147,20 @@ class GroupReplica:
         self.dataplane.stopping = True
         await self.registry.remove.remote(self.peer_key, self.replica_id)
         await self.http.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.repository.stop()
+
+
+async def _metrics(dataplane: DataPlane) -> Any:
+    """The replica's Prometheus metrics (``frontends.metrics``), or None without
+    prometheus-client."""
+    try:
+        from accelserve.frontends.metrics import metrics_for
+    except ImportError:
+        log.warning("no /metrics on this replica: pip install 'accelserve[metrics]'")
+        return None
+    return await metrics_for(dataplane)
 
 
 def _v1_handler(dataplane: DataPlane) -> Any:

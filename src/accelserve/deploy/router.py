@@ -7,6 +7,8 @@ for every read and every inference request: accelserve's models keep no state be
 requests (no sequence batching) and answer unary calls. Repository control (load/unload) is
 not retried, since it may have been applied before the replica died. Server-wide routes (health, statistics, repository index) ask every
 group and combine the answers; statistics ask every replica (``deploy.peers``) and sum them.
+``/metrics`` gathers every replica's Prometheus text, labelled by node and replica, and a
+model's load or unload reaches every replica of its group (``deploy.fanout``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class GroupRouter:
         method = request.method
         args = (method, path, request.scope.get("query_string", b""), list(request.headers.raw))
         model = model_of(path, body)
+        if method in ("GET", "HEAD") and path == "/metrics":
+            return to_starlette(await self.fanout_metrics())
+        if method == "POST" and model is not None and _is_load_or_unload(path):
+            return to_starlette(await self.broadcast(path, model, args[3], body))
         if method == "GET" and path.rstrip("/").endswith("/stats"):
             groups = list(self.groups) if model is None else [self.owners.get(model, self.first)]
             summed = await self.cluster_stats(path, groups)
@@ -59,13 +65,30 @@ class GroupRouter:
         answers = [await self.forward(g, args, body, True) for g in self.groups]
         return to_starlette(combine(path, answers))
 
-    async def cluster_stats(self, path: str, groups: list[str]) -> Response | None:
-        from accelserve.deploy.peers import cluster_stats, registry
+    def peers(self, groups: list[str]) -> tuple[Any, list[str]]:
+        """The registry, and the keys its replicas of ``groups`` are recorded under."""
+        from accelserve.deploy.peers import registry
 
         if self.registry is None:
             self.registry = registry()
-        keys = [f"{self.app}/{deployment_name(g)}" for g in groups]
-        return await cluster_stats(self.registry, keys, path)
+        return self.registry, [f"{self.app}/{deployment_name(g)}" for g in groups]
+
+    async def cluster_stats(self, path: str, groups: list[str]) -> Response | None:
+        from accelserve.deploy.peers import cluster_stats
+
+        return await cluster_stats(*self.peers(groups), path)
+
+    async def fanout_metrics(self) -> Response:
+        from accelserve.deploy.fanout import cluster_metrics
+
+        return await cluster_metrics(*self.peers(list(self.groups)))
+
+    async def broadcast(self, path: str, model: str, headers: Headers, body: bytes) -> Response:
+        """Load or unload on every replica of the model's group (not retried: see above)."""
+        from accelserve.deploy.fanout import broadcast_control
+
+        registry, (key,) = self.peers([self.owners.get(model, self.first)])
+        return await broadcast_control(registry, key, path, headers, body)
 
     async def forward(
         self, group: str, args: tuple[Any, ...], body: bytes, retry: bool
@@ -112,6 +135,19 @@ def _server_wide(path: str) -> bool:
         "/v2/health/ready",
         "/v2/models/stats",
         "/v2/repository/index",
+    )
+
+
+def _is_load_or_unload(path: str) -> bool:
+    parts = path.strip("/").split("/")
+    return (
+        len(parts) == 5
+        and parts[:3] == ["v2", "repository", "models"]
+        and parts[4]
+        in (
+            "load",
+            "unload",
+        )
     )
 
 

@@ -367,12 +367,20 @@ async def start_metrics_server(
     latency_buckets_ms: Sequence[float] | None = None,
 ) -> MetricsServer:
     """Serve ``/metrics`` and switch on latency histograms for every model (loaded or not)."""
+    server = await metrics_for(dataplane, latency_buckets_ms)
+    await server.start(host, port)
+    log.info("metrics at http://%s:%d/metrics", host, server.port)
+    return server
+
+
+async def metrics_for(
+    dataplane: DataPlane, latency_buckets_ms: Sequence[float] | None = None
+) -> MetricsServer:
+    """The metrics of ``dataplane``, not yet listening (``handle`` answers a scrape; a Ray
+    replica mounts it on its own server), with latency histograms switched on for every model."""
     buckets = latency_buckets_from_env() if latency_buckets_ms is None else latency_buckets_ms
     bounds = _enable_histograms(buckets)
     for stats in dataplane.version_stats(ready_only=False):
         stats.enable_histograms(bounds)
     registry = await asyncio.to_thread(build_registry, dataplane)  # NVML init can take a while
-    server = MetricsServer(registry)
-    await server.start(host, port)
-    log.info("metrics at http://%s:%d/metrics", host, server.port)
-    return server
+    return MetricsServer(registry)
