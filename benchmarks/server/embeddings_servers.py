@@ -117,22 +117,7 @@ def start(server: Server, timeout: float) -> launch.RunningPeer:
     peer = launch.RunningPeer(
         server.kind, server.name, server.wire, proc, port, grpc_port, log_path
     )
-    try:
-        while time.perf_counter() - t0 < timeout:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-                raise launch.PeerError(f"exited with {proc.returncode}: {tail[0][:200]}")
-            if _ready(port):
-                peer.ready_s = time.perf_counter() - t0
-                peer.processes()
-                return peer
-            peer.processes()
-            time.sleep(0.2)
-    except BaseException:
-        peer.stop()
-        raise
-    peer.stop()
-    raise launch.PeerError(f"not ready after {timeout:.0f} s (log: {log_path})")
+    return launch.wait_ready(peer, _ready, t0, timeout, poll_s=0.2)
 
 
 def _busy_fraction(seconds: float = 1.0) -> float:
