@@ -32,7 +32,6 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import _report  # noqa: E402
 from benchmarks.server.bench_grpc_report import fmt as _fmt  # noqa: E402
-from benchmarks.server.bench_grpc_report import ratio as _ratio  # noqa: E402
 from benchmarks.server.grpc_floor_server import floor_server  # noqa: E402
 from benchmarks.server.grpc_peers import (  # noqa: E402
     CONCURRENCY,
@@ -248,7 +247,7 @@ def arithmetic(runs: dict[str, Runs]) -> tuple[list[list[object]], dict[int, boo
                 f"{_fmt(cheapest.med(conc, 'server_us'))} ({cheapest.peer.label})",
                 f"{_fmt(CORES * 1e6 / floor_cost)} / {_fmt(CORES * 1e6 / triton_cost)}",
                 f"{_fmt(fastest.med(conc, 'rps'))} ({fastest.peer.label})",
-                _ratio(fastest.med(conc, "rps"), target),
+                _report.ratio(fastest.med(conc, "rps"), target),
             ]
         )
     return rows, reached
@@ -274,9 +273,11 @@ def report(runs: dict[str, Runs], args: argparse.Namespace) -> None:
                     _fmt(r.med(conc, "server_us")),
                     "" if r.peer.kind == "triton" else _fmt(100 * r.med(conc, "busiest")),
                     _fmt(r.med(conc, "client_us")),
-                    _ratio(rps, runs["triton-1"].med(conc, "rps")),
-                    _ratio(rps, runs["triton-n"].med(conc, "rps")),
-                    _ratio(rps, one.med(conc, "rps")) if one and r.peer.kind != "triton" else "",
+                    _report.ratio(rps, runs["triton-1"].med(conc, "rps")),
+                    _report.ratio(rps, runs["triton-n"].med(conc, "rps")),
+                    _report.ratio(rps, one.med(conc, "rps"))
+                    if one and r.peer.kind != "triton"
+                    else "",
                 ]
             )
             csv_rows.append(_csv_row(r, conc))

@@ -16,14 +16,6 @@ def fmt(x: float, nd: int = 0) -> str:
     return "-" if math.isnan(x) else f"{x:,.{nd}f}"
 
 
-def ratio(a: float, b: float) -> str:
-    return "-" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}x"
-
-
-def plain(a: float, b: float) -> float | str:
-    return "" if math.isnan(a) or math.isnan(b) or b == 0 else round(a / b, 3)
-
-
 def report(
     peers: dict[str, Runs], on: Runs, off: Runs, cost: dict[str, float], args: argparse.Namespace
 ) -> None:
@@ -52,11 +44,13 @@ def report(
                     fmt(runs.med(conc, "server_us")),
                     fmt(runs.med(conc, "batch"), 2),
                     fmt(runs.med(conc, "client_us")),
-                    ratio(rps, t_rps),
-                    ratio(rps, f_rps),
+                    _report.ratio(rps, t_rps),
+                    _report.ratio(rps, f_rps),
                 ]
             )
-            csv_rows.append(_csv_row("peers", runs, conc, vs_triton=plain(rps, t_rps)))
+            csv_rows.append(
+                _csv_row("peers", runs, conc, vs_triton=_report.plain_ratio(rps, t_rps))
+            )
     pair_rows = []
     for conc in CONCURRENCY:
         ratios = [
@@ -80,7 +74,9 @@ def report(
         for runs in (on, off):
             if runs.steps.get(conc):
                 csv_rows.append(
-                    _csv_row("metrics-pair", runs, conc, on_vs_off=plain(on_vs_off, 1.0))
+                    _csv_row(
+                        "metrics-pair", runs, conc, on_vs_off=_report.plain_ratio(on_vs_off, 1.0)
+                    )
                 )
     # bench_grpc.csv has no mean_batch column: a new file
     _report.append_csv(_report.result_path("bench_grpc_layouts.csv"), csv_rows)
