@@ -32,7 +32,8 @@ def report(
     ]
     peers = [s for s in servers if s.kind != "accelserve" and s.steps]
     best_peer = max((s.med("rate") for s in peers), default=math.nan)
-    rows, csv_rows = [], []
+    rows: list[list[object]] = []
+    csv_rows: list[dict] = []
     for s in servers:
         if not s.steps:
             rows.append([s.name, s.wire, f"skipped: {s.skipped}", "", "", "", "", "", ""])

@@ -118,7 +118,7 @@ def run_peers(names: list[str], peers: dict[str, Runs], args: argparse.Namespace
             scraper.stop()
             peers[name].scrapes += scraper.durations
         for server in servers.values():
-            server.stop()  # type: ignore[operator]
+            server.stop()
 
 
 def run_pair(on: Runs, off: Runs, args: argparse.Namespace) -> None:
@@ -143,7 +143,7 @@ def run_pair(on: Runs, off: Runs, args: argparse.Namespace) -> None:
             on.scrapes += scraper.durations
     finally:
         for server in servers.values():
-            server.stop()  # type: ignore[operator]
+            server.stop()
 
 
 # --------------------------------------------------------------------- scrape cost, in-process

@@ -214,7 +214,7 @@ def run(runs: dict[str, Runs], args: argparse.Namespace) -> None:
                     runs[name].steps.setdefault(conc, []).append(step)
     finally:
         for server in {id(s): s for s in servers.values()}.values():
-            server.stop()  # type: ignore[operator]
+            server.stop()
 
 
 # -------------------------------------------------------------------------------- report

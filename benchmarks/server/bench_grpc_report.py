@@ -24,10 +24,11 @@ def report(
     header += ["mean batch"]
     header += ["client CPU us/req"]
     header += ["req/s vs Triton", "req/s vs floor"]
-    rows, csv_rows = [], []
+    rows: list[list[object]] = []
+    csv_rows: list[dict[str, object]] = []
     for runs in peers.values():
         if not runs.steps:
-            rows.append([LABELS[runs.name], "-", f"skipped: {runs.skipped}"] + [""] * 8)
+            rows.append([LABELS[runs.name], "-", f"skipped: {runs.skipped}", *[""] * 8])
             continue
         for conc in CONCURRENCY:
             rps = runs.med(conc, "rps")
