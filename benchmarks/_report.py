@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import fcntl
+import math
 import os
 import platform
 import subprocess
@@ -127,3 +128,13 @@ def write_section(name: str, markdown: str) -> None:
         else:
             text = text.rstrip() + "\n\n" + block + "\n"
         PERFORMANCE_MD.write_text(text)
+
+
+def ratio(a: float, b: float) -> str:
+    """``a / b`` for a table ("1.23x"); "-" where either is missing (NaN) or ``b`` is 0."""
+    return "-" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}x"
+
+
+def plain_ratio(a: float, b: float) -> float | str:
+    """``a / b`` for a CSV cell (3 decimals); empty where either is missing or ``b`` is 0."""
+    return "" if math.isnan(a) or math.isnan(b) or b == 0 else round(a / b, 3)

@@ -178,21 +178,7 @@ def start_server(
             start_new_session=True,
         )
     peer = launch.RunningPeer(repo.name, repo.name, "binary", proc, port, None, log_path)
-    try:
-        while time.perf_counter() - t0 < args.ready_timeout:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-                raise launch.PeerError(f"exited with {proc.returncode}: {tail[0][:200]}")
-            if check(port):
-                peer.ready_s = time.perf_counter() - t0
-                return peer
-            peer.processes()
-            time.sleep(0.1)
-    except BaseException:
-        peer.stop()
-        raise
-    peer.stop()
-    raise launch.PeerError(f"not ready after {args.ready_timeout:.0f} s (log: {log_path})")
+    return launch.wait_ready(peer, check, t0, args.ready_timeout, poll_s=0.1)
 
 
 def drive(port: int, entry: Entry, args: argparse.Namespace) -> None:

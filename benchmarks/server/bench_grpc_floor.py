@@ -3,7 +3,7 @@
     bash benchmarks/server/peers/setup.sh            # once, for the Triton peer
     .venv/bin/python -m benchmarks.server.bench_grpc_floor [--repeats 3] [--duration 3]
 
-Canned-reply floors (bench_grpc.floor_server, no model) on 1, 2, 3 grpc.aio processes and 1, 2
+Canned-reply floors (grpc_floor_server.floor_server, no model) on 1, 2, 3 grpc.aio processes and 1, 2
 grpcio thread-pool processes sharing one port (SO_REUSEPORT) against Triton, all up together and
 driven step by step in rotated order (bench_grpc.py's method) at 1, 16 and 64 streams. The kernel
 deals connections, not streams, to SO_REUSEPORT listeners, so the floors are driven over
@@ -19,11 +19,10 @@ import argparse
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _report  # noqa: E402
-from benchmarks.server import bench_grpc  # noqa: E402
+from benchmarks.server.bench_grpc_report import fmt as _fmt  # noqa: E402
+from benchmarks.server.grpc_floor_server import floor_server  # noqa: E402
+from benchmarks.server.grpc_peers import (  # noqa: E402
+    CONCURRENCY,
+    TRITON,
+    Running,
+    Step,
+    StepRuns,
+    cpu_by_process,
+    start_server,
+    wait_grpc,
+)
 
-CONCURRENCY = bench_grpc.CONCURRENCY
-_fmt, _ratio = bench_grpc._fmt, bench_grpc._ratio
 CONNECTIONS = 16  # enough that hashing spreads them evenly over 2 or 3 processes
 CORES = os.cpu_count() or 1
 
@@ -100,7 +108,7 @@ def multi_connection_transport(port: int, connections: int) -> Any:
     return MultiConnectionTransport("127.0.0.1", port, "simple")
 
 
-def start_floor(peer: Peer, ready_timeout: float) -> bench_grpc.Running:
+def start_floor(peer: Peer, ready_timeout: float) -> Running:
     """``peer.procs`` floor processes on one port: this script with ``--serve`` in a session of
     its own, which starts the other processes; stopped as a process group."""
     from benchmarks.server.peers.launch import free_port
@@ -117,12 +125,12 @@ def start_floor(peer: Peer, ready_timeout: float) -> bench_grpc.Running:
         log.close()
 
     try:
-        bench_grpc._wait_grpc(port, proc, ready_timeout)
+        wait_grpc(port, proc, ready_timeout)
         _wait_listeners(proc.pid, port, peer.procs, ready_timeout)
     except Exception:
         stop()
         raise
-    return bench_grpc.Running(port, stop, proc.pid)
+    return Running(port, stop, proc.pid)
 
 
 def _wait_listeners(pid: int, port: int, procs: int, timeout: float) -> None:
@@ -146,61 +154,21 @@ def serve(port: int, procs: int, sync: bool) -> None:
     cmd = [sys.executable, __file__, "--serve", str(port)] + (["--sync"] if sync else [])
     children = [subprocess.Popen(cmd) for _ in range(procs - 1)]
     try:
-        bench_grpc.floor_server(port, sync=sync, reuse_port=True)
+        floor_server(port, sync=sync, reuse_port=True)
     finally:
         for child in children:
             child.terminate()
-
-
-def cpu_by_process(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of ``pid`` and each process under it."""
-    import psutil
-
-    out = {}
-    try:
-        root = psutil.Process(pid)
-        for proc in (root, *root.children(recursive=True)):
-            times = proc.cpu_times()
-            out[proc.pid] = times.user + times.system
-    except psutil.NoSuchProcess:
-        pass
-    return out
 
 
 # ------------------------------------------------------------------------------- driving
 
 
 @dataclass
-class Step:
-    result: Any  # loadgen StepResult
-    server_us: float  # server CPU per request, all its processes
-    busiest: float  # the busiest process's share of the server's CPU (1/procs when even)
-
-
-@dataclass
-class Runs:
+class Runs(StepRuns):
     peer: Peer
-    steps: dict[int, list[Step]] = field(default_factory=dict)
-
-    def med(self, conc: int, what: str) -> float:
-        values = [_value(s, what) for s in self.steps.get(conc, [])]
-        return statistics.median(values) if values else math.nan
-
-    def failed(self, conc: int) -> int:
-        return sum(s.result.failed for s in self.steps.get(conc, []))
 
 
-def _value(step: Step, what: str) -> float:
-    if what == "rps":
-        return float(step.result.throughput)
-    if what == "client_us":
-        return float(step.result.client_cpu_us)
-    if what in ("server_us", "busiest"):
-        return float(getattr(step, what))
-    return float(getattr(step.result.latency, what)) * 1e3
-
-
-def drive(server: bench_grpc.Running, peer: Peer, conc: int, args: argparse.Namespace) -> Step:
+def drive(server: Running, peer: Peer, conc: int, args: argparse.Namespace) -> Step:
     from accelserve.tools.bench import BenchSettings, run_bench
 
     settings = BenchSettings(
@@ -228,15 +196,13 @@ def drive(server: bench_grpc.Running, peer: Peer, conc: int, args: argparse.Name
 
 
 def run(runs: dict[str, Runs], args: argparse.Namespace) -> None:
-    servers: dict[str, bench_grpc.Running] = {}
+    servers: dict[str, Running] = {}
     try:
         for peer in (r.peer for r in runs.values()):
             print(f"[bench_grpc_floor] starting {peer.label}", file=sys.stderr, flush=True)
             if peer.kind == "triton":
                 triton = next((s for n, s in servers.items() if n.startswith("triton")), None)
-                servers[peer.name] = triton or bench_grpc.start_server(
-                    bench_grpc.TRITON, args.ready_timeout
-                )
+                servers[peer.name] = triton or start_server(TRITON, args.ready_timeout)
             else:
                 servers[peer.name] = start_floor(peer, args.ready_timeout)
         up = list(servers)
@@ -248,7 +214,7 @@ def run(runs: dict[str, Runs], args: argparse.Namespace) -> None:
                     runs[name].steps.setdefault(conc, []).append(step)
     finally:
         for server in {id(s): s for s in servers.values()}.values():
-            server.stop()  # type: ignore[operator]
+            server.stop()
 
 
 # -------------------------------------------------------------------------------- report
@@ -281,7 +247,7 @@ def arithmetic(runs: dict[str, Runs]) -> tuple[list[list[object]], dict[int, boo
                 f"{_fmt(cheapest.med(conc, 'server_us'))} ({cheapest.peer.label})",
                 f"{_fmt(CORES * 1e6 / floor_cost)} / {_fmt(CORES * 1e6 / triton_cost)}",
                 f"{_fmt(fastest.med(conc, 'rps'))} ({fastest.peer.label})",
-                _ratio(fastest.med(conc, "rps"), target),
+                _report.ratio(fastest.med(conc, "rps"), target),
             ]
         )
     return rows, reached
@@ -307,9 +273,11 @@ def report(runs: dict[str, Runs], args: argparse.Namespace) -> None:
                     _fmt(r.med(conc, "server_us")),
                     "" if r.peer.kind == "triton" else _fmt(100 * r.med(conc, "busiest")),
                     _fmt(r.med(conc, "client_us")),
-                    _ratio(rps, runs["triton-1"].med(conc, "rps")),
-                    _ratio(rps, runs["triton-n"].med(conc, "rps")),
-                    _ratio(rps, one.med(conc, "rps")) if one and r.peer.kind != "triton" else "",
+                    _report.ratio(rps, runs["triton-1"].med(conc, "rps")),
+                    _report.ratio(rps, runs["triton-n"].med(conc, "rps")),
+                    _report.ratio(rps, one.med(conc, "rps"))
+                    if one and r.peer.kind != "triton"
+                    else "",
                 ]
             )
             csv_rows.append(_csv_row(r, conc))

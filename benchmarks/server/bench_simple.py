@@ -127,14 +127,6 @@ def _fmt(x: float, nd: int = 2) -> str:
     return "-" if math.isnan(x) else f"{x:,.{nd}f}"
 
 
-def _ratio(a: float, b: float) -> str:
-    return "-" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}x"
-
-
-def _plain_ratio(a: float, b: float) -> float | str:
-    return "" if math.isnan(a) or math.isnan(b) or b == 0 else round(a / b, 3)
-
-
 def summarize(all_runs: dict[str, PeerRuns], args: argparse.Namespace) -> tuple[str, list[dict]]:
     triton, ray = all_runs.get("triton"), all_runs.get("ray")
     baseline = all_runs.get("accelserve-baseline")
@@ -153,10 +145,10 @@ def summarize(all_runs: dict[str, PeerRuns], args: argparse.Namespace) -> tuple[
             b_rps = baseline.med(conc, "rps") if baseline else math.nan
             failed = sum(s.failed for s in runs.steps.get(conc, []))
             ratios = [
-                _ratio(rps, t_rps),
-                _ratio(p99, t_p99),
-                _ratio(rps, r_rps),
-                _ratio(rps, b_rps),
+                _report.ratio(rps, t_rps),
+                _report.ratio(p99, t_p99),
+                _report.ratio(rps, r_rps),
+                _report.ratio(rps, b_rps),
             ]
             rows.append(
                 [runs.label, runs.wire, conc, _fmt(rps, 0), _fmt(p50), _fmt(p99), *ratios, failed]
@@ -175,8 +167,8 @@ def summarize(all_runs: dict[str, PeerRuns], args: argparse.Namespace) -> tuple[
                     "lat_p50_ms": round(p50, 3),
                     "lat_p99_ms": round(p99, 3),
                     "failed": failed,
-                    "rps_vs_triton": _plain_ratio(rps, t_rps),
-                    "rps_vs_ray": _plain_ratio(rps, r_rps),
+                    "rps_vs_triton": _report.plain_ratio(rps, t_rps),
+                    "rps_vs_ray": _report.plain_ratio(rps, r_rps),
                     "ready_s": round(statistics.median(runs.ready_s), 2) if runs.ready_s else "",
                     "rss_mib": round(statistics.median(runs.rss_loaded) / 2**20, 1)
                     if runs.rss_loaded

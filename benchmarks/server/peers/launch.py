@@ -289,26 +289,40 @@ def start(
     )
     log.close()
     peer = RunningPeer(name, label, fmt, proc, port, grpc_port, log_path)
-    deadline = t0 + ready_timeout
+    return wait_ready(peer, check, t0, ready_timeout)
+
+
+def wait_ready(
+    peer: RunningPeer,
+    check: Callable[[int], bool],
+    started: float,
+    timeout: float,
+    poll_s: float = 0.05,
+) -> RunningPeer:
+    """Poll ``check(peer.port)`` until it holds; sets ``peer.ready_s`` from ``started`` (a
+    ``time.perf_counter()``). Stops the peer and raises PeerError if it exits first or is not
+    ready ``timeout`` seconds after ``started``."""
+    proc, log_path = peer.proc, peer.log_path
     try:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < started + timeout:
             if proc.poll() is not None:
                 lines = [x for x in log_path.read_text(errors="replace").splitlines() if x.strip()]
                 last = lines[-1].strip() if lines else "(no output)"
                 raise PeerError(
-                    f"{name} exited with {proc.returncode} before ready: {last} (log: {log_path})"
+                    f"{peer.name} exited with {proc.returncode} before ready: {last} "
+                    f"(log: {log_path})"
                 )
-            if check(port):
-                peer.ready_s = time.perf_counter() - t0
+            if check(peer.port):
+                peer.ready_s = time.perf_counter() - started
                 peer.processes()
                 return peer
-            peer.processes()
-            time.sleep(0.05)
+            peer.processes()  # remember the tree as it grows, so that stop() reaches it all
+            time.sleep(poll_s)
     except BaseException:
         peer.stop()
         raise
     peer.stop()
-    raise PeerError(f"{name} not ready after {ready_timeout:.0f} s (log: {log_path})")
+    raise PeerError(f"{peer.name} not ready after {timeout:.0f} s (log: {log_path})")
 
 
 def _interrupt(signum: int, frame: object) -> None:
