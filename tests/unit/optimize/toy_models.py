@@ -64,3 +64,42 @@ def mlp_repository(repository: Path, name: str = "mlp", **options: object) -> Pa
         "dynamic_batching { }\ninstance_group [ { count: 1 kind: KIND_CPU } ]\n"
     )
     return model_dir
+
+
+def tiny_bert(path: Path, layers: int = 2) -> Path:
+    """A randomly initialized BERT (hidden 32, 2 heads) exported like the MiniLM example
+    (``accelserve export``'s TorchScript exporter, scaled-dot-product attention), so its
+    attention blocks have the pattern ``onnx_fusion`` matches. Imports torch/transformers."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=8000,  # the exporter traces with ids up to 7592
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    model = transformers.BertModel(config, add_pooling_layer=False)
+    model.eval()
+    directory = path.parent / "tiny_bert_source"
+    model.save_pretrained(directory)
+    from accelserve.tools.export.torch_to_onnx import export_onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(directory, path, "kernel", 17)
+    return path
+
+
+def bert_inputs(rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
+    """Token ids below the tiny vocabulary and a right-padded mask (row 0 shorter)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 8000, (rows, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    if rows > 1:
+        mask[0, length // 2 :] = 0
+        ids[mask == 0] = 0
+    return {"input_ids": ids, "attention_mask": mask}

@@ -95,9 +95,26 @@ def prepare(repository: Path, force: bool = False) -> list[Path]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repository", nargs="?", default="examples/model_repository")
     parser.add_argument("--force", action="store_true", help="rebuild existing files")
+    parser.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="skip the recorded optimization recipes (optimize_recipe.json): serve the originals",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in prepare(Path(args.repository), force=args.force):
+    import sys
+
+    from accelserve.errors import AccelServeError
+    from accelserve.tools.examples.optimized import optimize_examples
+
+    repository = Path(args.repository)
+    for path in prepare(repository, force=args.force):
         print(f"built {path}")
+    if not args.no_optimize:
+        try:
+            optimize_examples(repository, args.force, sys.stdout)
+        except (AccelServeError, ValueError) as exc:  # a bad recipe: a clear line, no traceback
+            print(f"accelserve prepare-examples: {exc}", file=sys.stderr)
+            return 2
     return 0

@@ -9,12 +9,22 @@
 - ``int8-static``: static INT8 (QDQ, per-channel weights, UINT8 activations), ranges calibrated
   on the calibration split of the validation data.
 
+- ``ort-fusion``: ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization,
+  BiasGelu, EmbedLayerNormalization; ``onnx_fusion.py``), only for models where something fuses.
+- ``int8-smooth-matmul``: activation smoothing (``onnx_smooth.py``) on the calibration split,
+  then dynamic INT8 of the MatMuls; ``int8-fusion-matmul`` / ``int8-fusion-smooth``: the same
+  quantization (MatMul and the fused Attention's projections) on the fused graph, without or
+  with smoothing.
+
+A candidate with a ``base`` builds it first (fusion, smoothing) and quantizes that; the base is
+made once per run and its node names are the ones the search excludes.
 A quantization candidate accepts ``exclude``: the nodes kept in FP32 (the sensitive-layer
 search in ``search.py`` fills it). onnxruntime and onnx are imported in the functions.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,19 +50,27 @@ FP16_KEEP_FP32 = (
     "Erf",
 )
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization")
+FUSED_QUANTIZED = ("MatMul", "Attention")  # the fused graph's weight products
 
 Samples = Sequence[Mapping[str, np.ndarray]]
 
 
+class NotApplicable(ValueError):
+    """The candidate does not apply to this model (e.g. no transformer pattern to fuse)."""
+
+
 @dataclass(frozen=True)
 class Spec:
-    """One kind of candidate: ``build(source, dest, calibration, exclude)`` writes ``dest``."""
+    """One kind of candidate: ``build(source, dest, calibration, exclude)`` writes ``dest``;
+    with a ``base``, ``source`` is the base model that ``base(original, dest, calibration)``
+    wrote."""
 
     name: str
     description: str
     build: Callable[[Path, Path, Samples, Sequence[str]], None]
     quantizes: tuple[str, ...] = ()  # op types it quantizes: the search may exclude their nodes
     config: str = ""  # what its version adds to the model's config (config_overlay.pbtxt)
+    base: Callable[[Path, Path, Samples], None] | None = None
 
 
 @dataclass
@@ -95,6 +113,7 @@ def _dynamic(
     op_types: Sequence[str] | None,
 ) -> Callable[[Path, Path, Samples, Sequence[str]], None]:
     def build(source: Path, dest: Path, calibration: Samples, exclude: Sequence[str]) -> None:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(
@@ -104,9 +123,42 @@ def _dynamic(
             per_channel=True,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(exclude) or None,
+            # contrib ops (fused graphs) defeat shape inference: their outputs are FP32
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
     return build
+
+
+def _fused(source: Path, dest: Path, calibration: Samples) -> None:
+    import onnx
+
+    from accelserve.tools.optimize.onnx_fusion import fuse_transformer
+
+    fused = fuse_transformer(str(source))
+    if not fused.total:
+        raise NotApplicable("no transformer pattern to fuse (Attention, LayerNorm, Gelu)")
+    onnx.save(fused.model, str(dest))
+
+
+def _smoothed(fuse: bool) -> Callable[[Path, Path, Samples], None]:
+    def base(source: Path, dest: Path, calibration: Samples) -> None:
+        import onnx
+
+        from accelserve.tools.optimize.onnx_smooth import smooth
+
+        if fuse:
+            _fused(source, dest, calibration)
+        model = onnx.load(str(dest if fuse else source))
+        if not smooth(model, calibration):
+            raise NotApplicable("no MatMul with a constant weight to smooth")
+        onnx.save(model, str(dest))
+
+    return base
+
+
+def ort_fusion(source: Path, dest: Path, calibration: Samples, exclude: Sequence[str]) -> None:
+    shutil.copyfile(source, dest)  # the base is the fused graph
 
 
 def int8_static(source: Path, dest: Path, calibration: Samples, exclude: Sequence[str]) -> None:
@@ -165,6 +217,33 @@ ONNX_SPECS: dict[str, Spec] = {
             int8_static,
             QUANTIZED_OP_TYPES,
         ),
+        Spec(
+            "ort-fusion",
+            "ONNX Runtime transformer fusions (Attention, SkipLayerNorm, BiasGelu)",
+            ort_fusion,
+            base=_fused,
+        ),
+        Spec(
+            "int8-smooth-matmul",
+            "activation smoothing, then dynamic INT8, per-channel weights, MatMul only",
+            _dynamic(["MatMul"]),
+            ("MatMul",),
+            base=_smoothed(fuse=False),
+        ),
+        Spec(
+            "int8-fusion-matmul",
+            "transformer fusions, then dynamic INT8 of MatMul and Attention",
+            _dynamic(FUSED_QUANTIZED),
+            FUSED_QUANTIZED,
+            base=_fused,
+        ),
+        Spec(
+            "int8-fusion-smooth",
+            "transformer fusions, activation smoothing, dynamic INT8 of MatMul and Attention",
+            _dynamic(FUSED_QUANTIZED),
+            FUSED_QUANTIZED,
+            base=_smoothed(fuse=True),
+        ),
     )
 }
 
@@ -200,15 +279,29 @@ def _quiet_quantizer() -> Iterator[None]:
         root.setLevel(level)
 
 
+def base_of(spec: Spec, source: Path, workdir: Path, calibration: Samples) -> Path:
+    """The model ``spec`` starts from: ``source``, or its base built once under ``workdir``
+    (NotApplicable when the base does not apply to this model)."""
+    if spec.base is None:
+        return source
+    dest = workdir / "bases" / spec.name / "model.onnx"
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _quiet_quantizer():
+            spec.base(source, dest, calibration)
+    return dest
+
+
 def build(
     spec: Spec, source: Path, workdir: Path, calibration: Samples, exclude: Sequence[str] = ()
 ) -> Built:
     """Build one candidate into its own folder under ``workdir``."""
+    start = base_of(spec, source, workdir, calibration)
     folder = workdir / (spec.name + (f"-keep{len(exclude)}" if exclude else ""))
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / "model.onnx"
     with _quiet_quantizer():
-        spec.build(source, dest, calibration, exclude)
+        spec.build(start, dest, calibration, exclude)
     return Built(spec, dest, list(exclude))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from accelserve.errors import ConfigError
 from accelserve.tools.optimize import apply as apply_mod
 from accelserve.tools.optimize.accuracy import Accuracy, evaluate, parse_tolerances, tightened
-from accelserve.tools.optimize.candidates import Built
+from accelserve.tools.optimize.candidates import Built, NotApplicable
 from accelserve.tools.optimize.data import (
     Pipeline,
     Sample,
@@ -219,6 +219,10 @@ def optimize(
                     row.accuracy = judge(built.path, spec.config)
                     row.failures = row.accuracy.failures(bounds)
                     step.note(row.accuracy.summary())
+            except NotApplicable as exc:  # e.g. nothing to fuse: not a candidate for this model
+                rows.remove(row)
+                progress.message(f"{spec.name}: skipped: {exc}")
+                continue
             except Exception as exc:  # a converter that cannot handle this graph: reported
                 row.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 continue

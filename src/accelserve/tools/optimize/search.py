@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accelserve.tools.optimize.accuracy import Accuracy
-from accelserve.tools.optimize.candidates import Built, Samples, Spec, build, quantizable_nodes
+from accelserve.tools.optimize.candidates import (
+    Built,
+    Samples,
+    Spec,
+    base_of,
+    build,
+    quantizable_nodes,
+)
 
 DEFAULT_MAX_GROUPS = 24
 
@@ -61,7 +68,7 @@ def keep_sensitive(
 ) -> SearchResult | None:
     """The passing model with the fewest precise groups; None when even keeping all but one
     group precise fails (or the candidate quantizes nothing)."""
-    nodes = quantizable_nodes(source, spec.quantizes)
+    nodes = quantizable_nodes(base_of(spec, source, workdir, calibration), spec.quantizes)
     groups = group_nodes(nodes, max_groups)
     if len(groups) < 2:
         return None
