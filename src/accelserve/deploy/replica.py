@@ -66,7 +66,10 @@ class GroupReplica:
         device: str = "auto",
         model_control: bool = False,
         api_key: str | None = None,
+        grpc: bool = False,
     ) -> None:
+        self.serve_grpc = grpc
+        self.grpc: Any = None
         self.repository = GroupRepository(repository, models, device)
         self.dataplane = DataPlane(self.repository, model_control=model_control, api_key=api_key)
         await self.repository.load_all()
@@ -77,22 +80,35 @@ class GroupReplica:
         self.dataplane.started = True
 
     async def _serve_peers(self) -> None:
-        """accelserve's own HTTP server on this node's address, recorded in the registry, so
-        that the router can ask every replica (``deploy.peers``)."""
+        """accelserve's own HTTP server (and gRPC server, for the front door) on this node's
+        address, recorded in the registry, so that the router can ask every replica
+        (``deploy.peers``) and the front door can send requests straight to it
+        (``deploy.frontdoor``)."""
         import ray
         from ray import serve
 
         from accelserve.deploy.peers import registry
 
         host = ray.util.get_node_ip_address()
-        self.http = HttpServer(self.frontend.handle, render_error, DEFAULT_MAX_BODY)
+        self.http = HttpServer(self.handle_direct, render_error, DEFAULT_MAX_BODY)
         await self.http.start(host, 0)
+        grpc_address = None
+        if self.serve_grpc:
+            from accelserve.frontends.grpc import start_grpc_server
+
+            self.grpc = await start_grpc_server(self.dataplane, host, 0, DEFAULT_MAX_BODY)
+            grpc_address = f"{host}:{self.grpc.port}"
         context = serve.get_replica_context()
         self.peer_key = f"{context.app_name}/{context.deployment}"
         self.replica_id = context.replica_id.unique_id
         self.registry = registry()
         url = f"http://{host}:{self.http.port}"
-        await self.registry.add.remote(self.peer_key, self.replica_id, url)
+        await self.registry.add.remote(self.peer_key, self.replica_id, url, grpc_address)
+
+    async def handle_direct(self, request: Request) -> Response:
+        """A request on the replica's own HTTP server; the answer names this replica's node."""
+        status, headers, payload = await self.frontend.handle(request)
+        return status, headers + self.node_header, payload
 
     async def __call__(self, request: StarletteRequest) -> StarletteResponse:
         body = await request.body()
@@ -135,6 +151,8 @@ class GroupReplica:
         self.dataplane.stopping = True
         await self.registry.remove.remote(self.peer_key, self.replica_id)
         await self.http.stop()
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self.repository.stop()
 
 
