@@ -6,7 +6,10 @@ load cost no request. The Ray cluster tests (test_ray_serve.py) run the same doo
 from __future__ import annotations
 
 import itertools
+import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -188,3 +191,42 @@ def test_reloads_under_load_cost_no_request(door: FrontDoor, replicas: list[Serv
     reloader.join()
     assert failures == []
     assert door.reloads == 10
+
+
+def test_asking_for_haproxy_without_its_binary_is_a_clear_error(repository: Path) -> None:
+    pytest.importorskip("ray.serve")
+    command = [
+        sys.executable,
+        "-m",
+        "accelserve.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--ray",
+        "127.0.0.1:1",  # never reached: the ingress is checked first
+        "--ray-ingress",
+        "haproxy",
+    ]
+    env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": "/nonexistent/haproxy", "PATH": ""}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "--ray-ingress haproxy: no HAProxy found" in result.stderr
+
+
+def test_an_unknown_ingress_is_refused_with_the_choices(repository: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "accelserve.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--ray",
+        "auto",
+        "--ray-ingress",
+        "nginx",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--ray-ingress: invalid choice: 'nginx'" in result.stderr
+    assert "'haproxy'" in result.stderr and "'serve'" in result.stderr
