@@ -97,9 +97,10 @@ def start(
 
 
 def launch(
-    command: list[str], ready_url: str, env: dict[str, str], log: Path
+    command: list[str], ready_url: str, env: dict[str, str], log: Path, marker: str = ""
 ) -> tuple[subprocess.Popen, float]:
-    """Start ``command``; it and the seconds until ``ready_url`` answers 200."""
+    """Start ``command``; it and the seconds until ``ready_url`` answers 200 and its output
+    shows ``marker``."""
     began = time.monotonic()
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -108,9 +109,11 @@ def launch(
             raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(ready_url, timeout=2):
-                return process, time.monotonic() - began
+                if marker in log.read_text(errors="replace"):
+                    return process, time.monotonic() - began
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"server not ready:\n{log.read_text()[-3000:]}")
 
@@ -192,7 +195,9 @@ def main() -> None:
                         *("--config", str(work / "config.json")),
                     ]
                     ready_url = f"http://127.0.0.1:{server_port}/v2/models/simple"
-                    server, ready[system] = launch(command, ready_url, cluster_env, log)
+                    # Ready: serve.run returned (every replica up), as for accelserve.
+                    marker = "ray serve app running"
+                    server, ready[system] = launch(command, ready_url, cluster_env, log, marker)
                     replicas = cluster.processes(RAYSERVE_REPLICA)
                 memory[system] = (
                     f"{len(replicas)} replicas {pss_mib(replicas):,.0f} MiB + HAProxy "
@@ -259,6 +264,19 @@ def report(
     header = ["connections"] + [f"{LABELS[n]} req/s / p50 / p99 ms" for n in names]
     header += ["front door / standalone", "front door / Ray Serve"]
     table = _report.markdown_table(header, rows)
+
+    def rate(name: str, level: int) -> float:
+        return med(name, level, 0)
+
+    worst = min(rate(DOOR, n) / rate(STANDALONE, n) for n in CONCURRENCY)
+    over_ray = min(rate(DOOR, n) / rate(RAYSERVE, n) for n in CONCURRENCY if n > 1)
+    p50 = med(DOOR, 1, 1)
+    targets = (
+        f"Targets (issue 12): >= 0.8x standalone at every level: "
+        f"{'met' if worst >= 0.8 else 'not met'} (lowest {worst:.2f}x); p50 at 1 connection "
+        f"<= 0.3 ms: {'met' if p50 <= 0.3 else 'not met'} ({p50:.2f} ms); >= 2x Ray Serve at 16 "
+        f"and 64: {'met' if over_ray >= 2 else 'not met'} (lowest {over_ray:.2f}x)."
+    )
     loads = ", ".join(f"{x:.1f}" for x in load)
     text = f"""### accelserve on Ray (front door) vs Ray Serve's best vs standalone (`simple`, HTTP binary)
 
@@ -278,6 +296,8 @@ the servers and the load generator) shares this machine's cores (load average {l
 start and after each cluster).
 
 {table}
+
+{targets}
 
 `{_report.command_line()}`
 """

@@ -84,22 +84,15 @@ class GroupReplica:
         address, recorded in the registry, so that the router can ask every replica
         (``deploy.peers``) and the front door can send requests straight to it
         (``deploy.frontdoor``)."""
-        import asyncio
-
         import ray
         from ray import serve
 
         from accelserve.deploy.peers import registry
-        from accelserve.frontends.busy_poll import DEFAULT_WINDOW_US, BusyPoll
 
         host = ray.util.get_node_ip_address()
-        # Busy polling as a single server does: the front door's requests come straight here.
-        poll = BusyPoll(
-            asyncio.get_running_loop(), DEFAULT_WINDOW_US, self.repository.activity.busy
-        )
-        self.http = HttpServer(
-            self.handle_direct, render_error, DEFAULT_MAX_BODY, on_response=poll.touch
-        )
+        # No busy polling here (a single server's default): behind a balancer, a replica's
+        # window after each answer overlaps its peers' work, and on shared cores took from it.
+        self.http = HttpServer(self.handle_direct, render_error, DEFAULT_MAX_BODY)
         await self.http.start(host, 0)
         grpc_address = None
         if self.serve_grpc:
