@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 
@@ -149,6 +150,71 @@ def test_tritonclient_through_the_cluster_endpoint(server: ServerProcess) -> Non
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
 
 
+def haproxy_children(server: ServerProcess) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, parent = stat[stat.index("(") + 1 : stat.rindex(")")], stat.split(") ")[1]
+            if name == "haproxy" and int(parent.split()[1]) == server.process.pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_front_door_is_haproxy_by_default(server: ServerProcess) -> None:
+    assert len(haproxy_children(server)) == 1  # the master (its workers are its children)
+
+
+def test_grpc_through_the_front_door_reaches_both_nodes(
+    server: ServerProcess, cluster: LocalRayCluster
+) -> None:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert client.is_server_ready()
+    assert client.is_model_ready("simple")
+    assert client.get_model_metadata("simple").inputs[0].shape == [-1, 16]
+    a = np.arange(32, dtype=np.int32).reshape(2, 16)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = grpcclient.InferInput(name, [2, 16], "INT32")
+        tensor.set_data_from_numpy(a)
+        inputs.append(tensor)
+    before = simple_stats(server.base)["inference_count"]
+    per_replica = replica_counts(cluster)
+    assert len(per_replica) == 2
+    for _ in range(10):
+        result = client.infer("simple", inputs)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + a)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - a)
+    client.close()
+    assert simple_stats(server.base)["inference_count"] - before == 20
+    # Per request, not per connection: both replicas served some.
+    after = replica_counts(cluster)
+    assert sorted(after) == sorted(per_replica)
+    assert all(after[url] > per_replica[url] for url in after)
+
+
+def replica_counts(cluster: LocalRayCluster) -> dict[str, int]:
+    """``simple``'s inference count on each replica's own server (the registry's)."""
+    code = (
+        f"import ray; ray.init(address={cluster.address!r}, logging_level='error');"
+        "r = ray.get_actor('accelserve-peers', namespace='accelserve');"
+        "print(' '.join(ray.get(r.urls.remote(['accelserve/accelserve-default']))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=cluster.env, timeout=120, check=True
+    )
+    urls = result.stdout.decode().strip().splitlines()[-1].split()
+    counts = {}
+    for url in urls:
+        stats = httpx.get(f"{url}/v2/models/simple/stats", timeout=10)
+        if stats.status_code == 200:
+            counts[url] = stats.json()["model_stats"][0]["inference_count"]
+    return counts
+
+
 def test_client_errors_keep_their_status_through_ray(server: ServerProcess) -> None:
     response = httpx.post(f"{server.base}/v2/models/nope/infer", json={"inputs": []})
     assert response.status_code == 404
@@ -226,7 +292,7 @@ def test_a_killed_replica_costs_no_unary_request(
         os.kill(replicas[0], signal.SIGKILL)
         for future in futures:
             future.result()
-    assert failures == []
+    assert failures == [], server.output()[-3000:]
     # Serve replaces the replica: both nodes answer again.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -238,7 +304,7 @@ def test_a_killed_replica_costs_no_unary_request(
         if len(answered) == 2 and len(cluster.processes(REPLICA_TITLE)) == 2:
             break
         time.sleep(0.5)
-    assert len(answered) == 2
+    assert len(answered) == 2, (answered, cluster.processes(REPLICA_TITLE), server.output()[-3000:])
 
 
 def answering_nodes(base: str, count: int = 16) -> set[str]:

@@ -35,6 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             cluster.address,
             "--group",
             "copy=simple_copy",
+            "--ray-ingress",
+            "serve",  # the plain mode: Ray's proxy (here Ray's HAProxy) on --http-port
             "--device",
             "cpu",
             env=cluster.env,

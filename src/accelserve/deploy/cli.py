@@ -26,6 +26,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--autoscale", default=None, metavar="MIN:MAX", help="autoscale each group's replicas"
     )
+    ray.add_argument(
+        "--ray-ingress",
+        default="auto",
+        choices=["auto", "haproxy", "serve"],
+        help="haproxy: HAProxy on --http-port/--grpc-port straight to the replicas' own "
+        "servers, Ray Serve's proxy behind it for server-wide routes; serve: Ray Serve's "
+        "proxy on --http-port, no gRPC; auto (default): haproxy when its binary is found",
+    )
     _group_arguments(ray)
 
 
@@ -62,7 +70,15 @@ def serve_on_ray(args: argparse.Namespace) -> int:
         options = _options(
             args, model_control=args.model_control_mode == "explicit", api_key=args.api_key
         )
-        serve(options, args.ray, args.host, args.http_port, metrics_port=args.metrics_port or None)
+        serve(
+            options,
+            args.ray,
+            args.host,
+            args.http_port,
+            ingress=args.ray_ingress,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port or None,
+        )
     except AccelServeError as exc:
         print(f"accelserve serve: {exc}", file=sys.stderr)
         return 2

@@ -29,9 +29,12 @@ class PeerRegistry:
 
     def __init__(self) -> None:
         self.peers: dict[str, dict[str, str]] = {}
+        self.grpc: dict[str, str] = {}  # base URL -> host:port of that replica's gRPC server
 
-    def add(self, group: str, replica: str, url: str) -> None:
+    def add(self, group: str, replica: str, url: str, grpc: str | None = None) -> None:
         self.peers.setdefault(group, {})[replica] = url
+        if grpc is not None:
+            self.grpc[url] = grpc
 
     def remove(self, group: str, replica: str) -> None:
         self.peers.get(group, {}).pop(replica, None)
@@ -43,6 +46,17 @@ class PeerRegistry:
 
     def urls(self, groups: list[str]) -> list[str]:
         return [url for g in groups for url in self.peers.get(g, {}).values()]
+
+    def endpoints(self, groups: list[str]) -> dict[str, list[dict[str, str]]]:
+        """Group key -> its replicas' ``{"http": base URL, "grpc": host:port}`` (the front
+        door's view, ``deploy.frontdoor``; "grpc" absent where a replica serves none)."""
+        return {
+            g: [
+                {"http": url, **({"grpc": self.grpc[url]} if url in self.grpc else {})}
+                for url in self.peers.get(g, {}).values()
+            ]
+            for g in groups
+        }
 
 
 def registry() -> Any:

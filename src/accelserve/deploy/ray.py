@@ -6,7 +6,9 @@ resources a replica asks for come from the group's configs (``deploy.resources``
 is a router (``deploy.router``) that sends each model's requests to its group through Serve's
 handles, which (unlike Serve's HTTP proxy talking to a replica directly, measured on 2.60)
 reassign a dead replica's requests; the router retries what still fails. Requests enter
-through Ray Serve's HTTP proxy.
+through Ray Serve's HTTP proxy, or (ingress ``haproxy``, ``accelserve serve --ray``'s default)
+through HAProxy straight to the replicas' own servers (``deploy.frontdoor``), Serve's proxy
+then serving only the routes that need the router.
 
 ``build_app`` is the application builder a Serve config names (``serve run`` / ``serve
 deploy``); ``serve_config`` writes that config; ``serve_on_ray`` is ``accelserve serve --ray``.
@@ -41,6 +43,7 @@ class DeployOptions:
     autoscale: list[int] | None = None  # [min, max] replicas per group
     model_control: bool = False
     api_key: str | None = None
+    grpc: bool = False  # each replica also serves gRPC on its node (for the front door)
 
     def __post_init__(self) -> None:
         self.model_repository = str(Path(self.model_repository).resolve())
@@ -116,6 +119,7 @@ def application(options: DeployOptions) -> Any:
             options.device,
             options.model_control,
             options.api_key,
+            options.grpc,
         )
     owners = {model: group.name for group in groups for model in group.models}
     return serve.deployment(**ROUTER_OPTIONS)(GroupRouter).bind(bound, owners)
@@ -141,27 +145,44 @@ def serve_config(options: DeployOptions, host: str = "0.0.0.0", port: int = 8000
     }
 
 
+INGRESSES = ("auto", "haproxy", "serve")
+
+
 def serve_on_ray(
     options: DeployOptions,
     address: str,
     host: str = "127.0.0.1",
     http_port: int = 8000,
     proxy_location: str = "HeadOnly",
+    ingress: str = "auto",
+    grpc_port: int | None = None,
     metrics_port: int | None = None,
 ) -> None:
     """Deploy on the cluster at ``address`` (``auto``: the local one, started if there is
-    none), serve until SIGTERM or SIGINT (the cluster's ``/metrics`` also on ``metrics_port``),
-    then delete the application."""
-    import ray
+    none), serve until SIGTERM or SIGINT, then delete the application. Ingress ``haproxy``
+    (``auto``: when its binary is found) puts the front door on ``http_port`` (and
+    ``grpc_port``) and Serve's proxy on an internal port; ``serve``: Serve's proxy on
+    ``http_port``, no gRPC. The cluster's ``/metrics`` is also on ``metrics_port``."""
     from ray import serve
 
+    from accelserve.deploy.frontdoor import haproxy_binary
     from accelserve.deploy.metrics_port import MetricsForwarder
     from accelserve.deploy.peers import remove_registry
 
+    if ingress not in INGRESSES:
+        raise ConfigError(
+            f"--ray-ingress: expected one of {', '.join(INGRESSES)}; received {ingress!r}"
+        )
+    binary = haproxy_binary() if ingress != "serve" else None
+    if ingress == "haproxy" and binary is None:
+        raise ConfigError("--ray-ingress haproxy: no HAProxy found (pip install 'ray[serve]')")
+    if binary is not None and grpc_port:
+        options.grpc = True
+    serve_port = _free_port(host) if binary is not None else http_port
     forwarder = None  # first: a metrics port in use fails before anything is deployed
     if metrics_port is not None:
-        proxy = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        forwarder = MetricsForwarder(host, metrics_port, f"http://{proxy}:{http_port}/metrics")
+        proxy = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        forwarder = MetricsForwarder(host, metrics_port, f"http://{proxy}:{serve_port}/metrics")
     try:
         _connect(address)
     except BaseException:
@@ -171,9 +192,12 @@ def serve_on_ray(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    door = None
     try:
-        serve.start(proxy_location=proxy_location, http_options={"host": host, "port": http_port})
+        serve.start(proxy_location=proxy_location, http_options={"host": host, "port": serve_port})
         serve.run(application(options), name=APP_NAME, route_prefix="/", blocking=False)
+        if binary is not None:
+            door = _open_front_door(options, binary, host, http_port, serve_port, grpc_port, stop)
         log.info("accelserve on Ray Serve: http://%s:%d", host, http_port)
         print(f"accelserve on Ray Serve: http://{host}:{http_port}", flush=True)
         while not stop.wait(1.0):
@@ -183,9 +207,13 @@ def serve_on_ray(
         if forwarder is not None:
             forwarder.stop()
         try:
+            if door is not None:
+                door.stop()
             serve.delete(APP_NAME)
             remove_registry()
         finally:
+            import ray
+
             ray.shutdown()
 
 
@@ -199,3 +227,52 @@ def _connect(address: str) -> None:
             ray.init()
     else:
         ray.init(address=address)
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _open_front_door(
+    options: DeployOptions,
+    binary: str,
+    host: str,
+    http_port: int,
+    serve_port: int,
+    grpc_port: int | None,
+    stop: threading.Event,
+) -> Any:
+    """HAProxy on ``http_port`` (and ``grpc_port``), kept in sync with the registry by a
+    thread until ``stop``."""
+    import os
+
+    from accelserve.deploy.frontdoor import FrontDoor, Layout, RegistryWatch, keep_in_sync
+    from accelserve.deploy.peers import registry
+
+    groups = plan_groups(options.model_repository, options.groups)
+    names = tuple(g.name for g in groups)
+    if grpc_port and len(names) > 1:
+        log.warning("gRPC through the front door needs one model group; --grpc-port is off")
+        grpc_port = None
+    serve_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    layout = Layout(
+        host=host,
+        http_port=http_port,
+        serve_address=f"{serve_host}:{serve_port}",
+        groups=names,
+        owners={model: g.name for g in groups for model in g.models},
+        grpc_port=grpc_port or None,
+        threads=max(1, min(4, (os.cpu_count() or 1) // 4)),
+    )
+    keys = {g: f"{APP_NAME}/{deployment_name(g)}" for g in names}
+    watch = RegistryWatch(registry(), keys)
+    door = FrontDoor(layout, binary)
+    door.start(watch.endpoints())
+    threading.Thread(
+        target=keep_in_sync, args=(door, watch, stop), name="frontdoor-sync", daemon=True
+    ).start()
+    return door

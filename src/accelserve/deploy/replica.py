@@ -67,7 +67,10 @@ class GroupReplica:
         device: str = "auto",
         model_control: bool = False,
         api_key: str | None = None,
+        grpc: bool = False,
     ) -> None:
+        self.serve_grpc = grpc
+        self.grpc: Any = None
         self.repository = GroupRepository(repository, models, device)
         self.dataplane = DataPlane(self.repository, model_control=model_control, api_key=api_key)
         await self.repository.load_all()
@@ -79,23 +82,33 @@ class GroupReplica:
         self.dataplane.started = True
 
     async def _serve_peers(self) -> None:
-        """accelserve's own HTTP server on this node's address, recorded in the registry, so
-        that the router can ask every replica (``deploy.peers``)."""
+        """accelserve's own HTTP server (and gRPC server, for the front door) on this node's
+        address, recorded in the registry, so that the router can ask every replica
+        (``deploy.peers``) and the front door can send requests straight to it
+        (``deploy.frontdoor``)."""
         import ray
         from ray import serve
 
         from accelserve.deploy.peers import registry
 
         host = ray.util.get_node_ip_address()
+        grpc_address = None
+        if self.serve_grpc:  # the front door's gRPC port balances over these
+            from accelserve.frontends.grpc import start_grpc_server
+
+            self.grpc = await start_grpc_server(self.dataplane, host, 0, DEFAULT_MAX_BODY)
+            grpc_address = f"{host}:{self.grpc.port}"
         context = serve.get_replica_context()
         self.peer_key = f"{context.app_name}/{context.deployment}"
         self.replica_id = context.replica_id.unique_id
         self.peer_headers = [*self.node_header, (REPLICA_HEADER, self.replica_id.encode())]
+        # No busy polling here (a single server's default): behind a balancer, a replica's
+        # window after each answer overlaps its peers' work, and on shared cores took from it.
         self.http = HttpServer(self.handle_peer, render_error, DEFAULT_MAX_BODY)
         await self.http.start(host, 0)
         self.registry = registry()
         url = f"http://{host}:{self.http.port}"
-        await self.registry.add.remote(self.peer_key, self.replica_id, url)
+        await self.registry.add.remote(self.peer_key, self.replica_id, url, grpc_address)
 
     async def __call__(self, request: StarletteRequest) -> StarletteResponse:
         body = await request.body()
@@ -147,6 +160,8 @@ class GroupReplica:
         self.dataplane.stopping = True
         await self.registry.remove.remote(self.peer_key, self.replica_id)
         await self.http.stop()
+        if self.grpc is not None:
+            await self.grpc.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         await self.repository.stop()

@@ -1,0 +1,143 @@
+"""Ray Serve's own way to serve Triton's ``simple`` (the baseline of bench_ray.py).
+
+A Serve deployment over the same ONNX file with onnxruntime, batching with ``@serve.batch``
+(as Ray's documentation recommends), answering the same KServe V2 requests (binary tensor
+extension, as ``accelserve.tools.bench`` sends them) so the same load generator drives it.
+The cluster is started with Ray's fastest front door (HAProxy, direct ingress,
+``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: tests/ray_cluster.py's ``haproxy=True``).
+
+    python -m benchmarks.server.ray_serve_simple --address HOST:PORT --port 8000 \\
+        --model-dir DIR --metadata FILE --config FILE [--replicas 2]
+
+``--metadata`` and ``--config`` are the JSON answers of a V2 server for ``simple`` (what it
+replays for ``GET /v2/models/simple[/config]``). Serves until SIGTERM, then deletes the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from typing import Any
+
+import numpy as np
+
+APP = "rayserve"
+DTYPES = {"INT32": np.int32, "FP32": np.float32, "INT64": np.int64}
+
+
+def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], replicas: int) -> Any:
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    max_batch = int(config.get("max_batch_size", 8)) or 1
+
+    @serve.deployment(
+        num_replicas=replicas,
+        max_ongoing_requests=128,
+        ray_actor_options={"num_cpus": 1},
+    )
+    class SimpleOnnx:
+        def __init__(self) -> None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            self.session = ort.InferenceSession(
+                model_path, options, providers=["CPUExecutionProvider"]
+            )
+            self.outputs = [o["name"] for o in metadata["outputs"]]
+            self.types = [o["datatype"] for o in metadata["outputs"]]
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=0.0)
+        async def run(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+            names = list(feeds[0])
+            joined = {n: np.concatenate([f[n] for f in feeds]) for n in names}
+            results = self.session.run(self.outputs, joined)
+            answers, start = [], 0
+            for feed in feeds:
+                rows = len(feed[names[0]])
+                answers.append([r[start : start + rows] for r in results])
+                start += rows
+            return answers
+
+        async def __call__(self, request: Request) -> Response:
+            path = request.url.path.rstrip("/")
+            if request.method == "GET":
+                if path.endswith("/config"):
+                    return JSONResponse(config)
+                if path.endswith("/ready") or path.endswith("/health/ready"):
+                    return Response(status_code=200)
+                return JSONResponse(metadata)
+            body = await request.body()
+            header_len = int(request.headers.get("inference-header-content-length", len(body)))
+            header = json.loads(body[:header_len])
+            feed, offset = {}, header_len
+            for tensor in header["inputs"]:
+                size = tensor["parameters"]["binary_data_size"]
+                raw = body[offset : offset + size]
+                offset += size
+                dtype = DTYPES[tensor["datatype"]]
+                feed[tensor["name"]] = np.frombuffer(raw, dtype).reshape(tensor["shape"])
+            results = await self.run(feed)
+            outputs, raws = [], []
+            for name, kind, value in zip(self.outputs, self.types, results, strict=True):
+                raw = np.ascontiguousarray(value).tobytes()
+                raws.append(raw)
+                outputs.append(
+                    {
+                        "name": name,
+                        "datatype": kind,
+                        "shape": list(value.shape),
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                )
+            head = json.dumps({"model_name": metadata["name"], "outputs": outputs}).encode()
+            return Response(
+                content=head + b"".join(raws),
+                media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(len(head))},
+            )
+
+    return SimpleOnnx.bind()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-dir", required=True, help="the model's directory (1/model.onnx)")
+    parser.add_argument("--metadata", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--replicas", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    with open(args.metadata) as f:
+        metadata = json.load(f)
+    with open(args.config) as f:
+        config = json.load(f)
+    ray.init(address=args.address, logging_level="error")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        app = build(f"{args.model_dir}/1/model.onnx", metadata, config, args.replicas)
+        serve.run(app, name=APP, route_prefix="/", blocking=False)
+        print("ray serve app running", flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        try:
+            serve.delete(APP)
+        finally:
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
