@@ -76,40 +76,37 @@ def remove_registry() -> None:
         ray.kill(ray.get_actor(REGISTRY, namespace=NAMESPACE))
 
 
-async def fetch_json(url: str, path: str) -> Any:
-    """GET ``url + path`` (HTTP/1.1, one connection); the JSON body, or None when the peer
-    does not answer 200 in time."""
-    host, _, port = url.removeprefix("http://").partition(":")
+async def fetch_stats(url: str, path: str) -> Any:
+    """``GET url + path`` from one replica: its ``model_stats`` list, None when it answers
+    anything but 200 or not in time (it stays registered), or ``PeerGone`` when its server
+    has gone (the caller drops it)."""
+    from accelserve.deploy.fanout import PeerGone, fetch
+
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port)), FETCH_TIMEOUT_S
-        )
-    except (TimeoutError, OSError):
+        status, _, body = await fetch(url, "GET", path, FETCH_TIMEOUT_S)
+    except PeerGone as gone:
+        return gone
+    except TimeoutError:
         return None
-    try:
-        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        writer.write(request.encode())
-        data = await asyncio.wait_for(reader.read(-1), FETCH_TIMEOUT_S)
-    except (TimeoutError, OSError):
+    if status != 200:  # e.g. 404 for a model this replica does not have
         return None
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        return None
-    return decode_json(body)
+    answer = decode_json(body)
+    return answer.get("model_stats") if isinstance(answer, dict) else None
 
 
 async def cluster_stats(registry: Any, keys: list[str], path: str) -> Response | None:
     """``GET path`` (a statistics route) from every replica registered under ``keys``,
     summed; None when no replica answers 200 (the caller then answers alone, with its error).
-    A replica that does not answer is dropped from the registry."""
+    A replica whose server has gone is dropped from the registry; one that answers an error
+    (an unknown model: 404) stays."""
     urls: list[str] = await registry.urls.remote(keys)
-    answers = await asyncio.gather(*(fetch_json(url, quote(path)) for url in urls))
+    answers = await asyncio.gather(*(fetch_stats(url, quote(path)) for url in urls))
+    found = []
     for url, answer in zip(urls, answers, strict=True):
-        if answer is None:
+        if isinstance(answer, Exception):
             registry.remove_url.remote(url)
-    found = [a["model_stats"] for a in answers if isinstance(a, dict) and "model_stats" in a]
+        elif isinstance(answer, list):
+            found.append(answer)
     if not found:
         return None
     body = encode_json({"model_stats": sum_model_stats(found)})

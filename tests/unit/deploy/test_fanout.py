@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from accelserve.codecs.v2_http_json import decode_json
+from accelserve.codecs.v2_http_json import decode_json, encode_json
 from accelserve.deploy.fanout import broadcast_control
-from accelserve.deploy.peers import PeerRegistry
+from accelserve.deploy.peers import PeerRegistry, cluster_stats
 from accelserve.frontends.http import render_error
 from accelserve.frontends.http_server import HttpServer, Request, Response
 from tests.ray_cluster import free_port
@@ -100,3 +100,46 @@ def test_no_replica_registered_is_a_503() -> None:
     (status, _, body), _, _ = asyncio.run(broadcast([]))
     assert status == 503
     assert decode_json(body)["error"] == f"no replica of '{KEY}' is registered yet; try again"
+
+
+async def stats_of(statuses: list[int], gone: int) -> tuple[Response | None, Any]:
+    """``cluster_stats`` over replicas answering statistics (200) or an error (e.g. 404)."""
+    registry = InProcessRegistry()
+    servers = []
+
+    def stats(status: int) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            if status != 200:
+                return render_error(status, "unknown model: 'nope'")
+            entry = {"name": "simple", "version": "1", "inference_count": 3}
+            return 200, [], encode_json({"model_stats": [entry]})
+
+        return handle
+
+    for i, status in enumerate(statuses):
+        server = HttpServer(stats(status), render_error, 1 << 20)
+        await server.start("127.0.0.1", 0)
+        servers.append(server)
+        registry.actor.add(KEY, f"r{i}", f"http://127.0.0.1:{server.port}")
+    for i in range(gone):
+        registry.actor.add(KEY, f"gone{i}", f"http://127.0.0.1:{free_port()}")
+    try:
+        return await cluster_stats(registry, [KEY], "/v2/models/stats"), registry
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+def test_statistics_are_summed_and_a_replica_that_has_gone_is_dropped() -> None:
+    answer, registry = asyncio.run(stats_of([200, 200], gone=1))
+    assert answer is not None and answer[0] == 200
+    assert decode_json(answer[2])["model_stats"][0]["inference_count"] == 6
+    assert len(registry.actor.urls([KEY])) == 2
+
+
+def test_a_replica_answering_an_error_to_statistics_stays_registered() -> None:
+    # A statistics request for an unknown model is a 404 from every replica: that must not
+    # take the replicas out of the registry (the front door would lose them all).
+    answer, registry = asyncio.run(stats_of([404, 404], gone=0))
+    assert answer is None  # the caller answers the 404 itself
+    assert len(registry.actor.urls([KEY])) == 2
