@@ -71,18 +71,36 @@ def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(parts[1]), found, body
 
 
-async def cluster_metrics(registry: Any, keys: list[str]) -> Response:
-    """Every replica's Prometheus text (the replicas registered under ``keys``), each sample
-    labelled with the replica's ``node`` and ``replica``: one exposition."""
+async def ask_every_replica(
+    registry: Any,
+    keys: list[str],
+    method: str,
+    path: str,
+    timeout: float,
+    headers: Headers = (),  # type: ignore[assignment]  # any sequence of header pairs
+    body: bytes = b"",
+) -> list[tuple[str, tuple[int, dict[str, str], bytes] | BaseException]]:
+    """The same request to every replica registered under ``keys``, at once: each URL with
+    its answer or the exception it raised. A replica whose server has gone (``PeerGone``) is
+    dropped from the registry; one that answers an error or too late stays."""
     urls: list[str] = await registry.urls.remote(keys)
     answers = await asyncio.gather(
-        *(fetch(url, "GET", "/metrics", METRICS_TIMEOUT_S) for url in urls),
+        *(fetch(url, method, path, timeout, headers, body) for url in urls),
         return_exceptions=True,
     )
-    parts = []
     for url, answer in zip(urls, answers, strict=True):
         if isinstance(answer, PeerGone):
             registry.remove_url.remote(url)
+    return list(zip(urls, answers, strict=True))
+
+
+async def cluster_metrics(registry: Any, keys: list[str]) -> Response:
+    """Every replica's Prometheus text (the replicas registered under ``keys``), each sample
+    labelled with the replica's ``node`` and ``replica``: one exposition."""
+    parts = []
+    for url, answer in await ask_every_replica(
+        registry, keys, "GET", "/metrics", METRICS_TIMEOUT_S
+    ):
         if isinstance(answer, BaseException) or answer[0] != 200:
             continue  # a replica that cannot answer now: its series pause, as a down target's
         _, headers, body = answer
@@ -103,17 +121,14 @@ async def broadcast_control(
     the first replica's answer when all succeed, else the first failure, naming the replica.
     A replica that has gone (connection refused or dropped) is dropped from the registry and
     not waited for: the one Serve starts instead loads the whole group."""
-    urls: list[str] = await registry.urls.remote([key])
-    if not urls:
-        return render_error(503, f"no replica of '{key}' is registered yet; try again")
-    answers = await asyncio.gather(
-        *(fetch(url, "POST", path, CONTROL_TIMEOUT_S, headers, body) for url in urls),
-        return_exceptions=True,
+    answers = await ask_every_replica(
+        registry, [key], "POST", path, CONTROL_TIMEOUT_S, headers, body
     )
+    if not answers:
+        return render_error(503, f"no replica of '{key}' is registered yet; try again")
     answered = []
-    for url, answer in zip(urls, answers, strict=True):
+    for url, answer in answers:
         if isinstance(answer, PeerGone):
-            registry.remove_url.remote(url)
             continue
         if isinstance(answer, TimeoutError):
             return render_error(

@@ -10,7 +10,6 @@ dropped from the registry the first time it does not answer.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 from urllib.parse import quote
@@ -76,37 +75,20 @@ def remove_registry() -> None:
         ray.kill(ray.get_actor(REGISTRY, namespace=NAMESPACE))
 
 
-async def fetch_stats(url: str, path: str) -> Any:
-    """``GET url + path`` from one replica: its ``model_stats`` list, None when it answers
-    anything but 200 or not in time (it stays registered), or ``PeerGone`` when its server
-    has gone (the caller drops it)."""
-    from accelserve.deploy.fanout import PeerGone, fetch
-
-    try:
-        status, _, body = await fetch(url, "GET", path, FETCH_TIMEOUT_S)
-    except PeerGone as gone:
-        return gone
-    except TimeoutError:
-        return None
-    if status != 200:  # e.g. 404 for a model this replica does not have
-        return None
-    answer = decode_json(body)
-    return answer.get("model_stats") if isinstance(answer, dict) else None
-
-
 async def cluster_stats(registry: Any, keys: list[str], path: str) -> Response | None:
     """``GET path`` (a statistics route) from every replica registered under ``keys``,
     summed; None when no replica answers 200 (the caller then answers alone, with its error).
     A replica whose server has gone is dropped from the registry; one that answers an error
     (an unknown model: 404) stays."""
-    urls: list[str] = await registry.urls.remote(keys)
-    answers = await asyncio.gather(*(fetch_stats(url, quote(path)) for url in urls))
+    from accelserve.deploy.fanout import ask_every_replica
+
     found = []
-    for url, answer in zip(urls, answers, strict=True):
-        if isinstance(answer, Exception):
-            registry.remove_url.remote(url)
-        elif isinstance(answer, list):
-            found.append(answer)
+    for _, answer in await ask_every_replica(registry, keys, "GET", quote(path), FETCH_TIMEOUT_S):
+        if isinstance(answer, BaseException) or answer[0] != 200:
+            continue
+        stats = decode_json(answer[2])
+        if isinstance(stats, dict) and isinstance(stats.get("model_stats"), list):
+            found.append(stats["model_stats"])
     if not found:
         return None
     body = encode_json({"model_stats": sum_model_stats(found)})
