@@ -32,7 +32,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "haproxy", "serve"],
         help="haproxy: HAProxy on --http-port/--grpc-port straight to the replicas' own "
         "servers, Ray Serve's proxy behind it for server-wide routes; serve: Ray Serve's "
-        "proxy on --http-port, no gRPC; auto (default): haproxy when its binary is found",
+        "proxy on --http-port, no gRPC; auto (default): haproxy when its binary is found, "
+        "serve with --autoscale (Serve's autoscaler counts only what passes through Serve)",
     )
     _group_arguments(ray)
 

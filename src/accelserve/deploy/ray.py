@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,13 +170,7 @@ def serve_on_ray(
     from accelserve.deploy.metrics_port import MetricsForwarder
     from accelserve.deploy.peers import remove_registry
 
-    if ingress not in INGRESSES:
-        raise ConfigError(
-            f"--ray-ingress: expected one of {', '.join(INGRESSES)}; received {ingress!r}"
-        )
-    binary = haproxy_binary() if ingress != "serve" else None
-    if ingress == "haproxy" and binary is None:
-        raise ConfigError("--ray-ingress haproxy: no HAProxy found (pip install 'ray[serve]')")
+    binary = front_door_binary(ingress, options.autoscale is not None, haproxy_binary)
     if binary is not None and grpc_port:
         options.grpc = True
     serve_port = _free_port(host) if binary is not None else http_port
@@ -215,6 +210,30 @@ def serve_on_ray(
             import ray
 
             ray.shutdown()
+
+
+def front_door_binary(ingress: str, autoscale: bool, find: Callable[[], str | None]) -> str | None:
+    """The HAProxy binary for the front door (``find`` looks for it), or None for Serve's
+    proxy. ``auto`` takes HAProxy when found, but not with autoscaling: Serve's autoscaler
+    counts the requests that pass through Serve, and the front door sends inference past it."""
+    if ingress not in INGRESSES:
+        raise ConfigError(
+            f"--ray-ingress: expected one of {', '.join(INGRESSES)}; received {ingress!r}"
+        )
+    if ingress == "serve" or (ingress == "auto" and autoscale):
+        if ingress == "auto":
+            log.info("--autoscale: requests go through Serve's proxy, which its autoscaler sees")
+        return None
+    if ingress == "haproxy" and autoscale:
+        raise ConfigError(
+            "--ray-ingress haproxy with --autoscale: Serve's autoscaler would not see the "
+            "requests the front door sends straight to replicas; use --replicas N, or "
+            "--ray-ingress serve"
+        )
+    binary = find()
+    if ingress == "haproxy" and binary is None:
+        raise ConfigError("--ray-ingress haproxy: no HAProxy found (pip install 'ray[serve]')")
+    return binary
 
 
 def _connect(address: str) -> None:

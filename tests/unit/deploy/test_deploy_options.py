@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from accelserve.deploy.groups import plan_groups
-from accelserve.deploy.ray import DeployOptions, deployment_options, parse_autoscale, serve_config
+from accelserve.deploy.ray import (
+    DeployOptions,
+    deployment_options,
+    front_door_binary,
+    parse_autoscale,
+    serve_config,
+)
 from accelserve.errors import ConfigError
 
 SIMPLE = (
@@ -75,3 +81,26 @@ def test_replicas_must_be_positive(repository, replicas):
         ConfigError, match=f"replicas: expected an integer >= 1; received {replicas}"
     ):
         DeployOptions(str(repository), replicas=replicas)
+
+
+def test_the_front_door_is_haproxy_when_found_and_serve_otherwise() -> None:
+    assert front_door_binary("auto", False, lambda: "/bin/haproxy") == "/bin/haproxy"
+    assert front_door_binary("haproxy", False, lambda: "/bin/haproxy") == "/bin/haproxy"
+    assert front_door_binary("auto", False, lambda: None) is None
+    assert front_door_binary("serve", False, lambda: "/bin/haproxy") is None
+
+
+def test_autoscaling_keeps_requests_where_serve_counts_them() -> None:
+    # Serve's autoscaler sees only what passes through Serve: auto picks Serve's proxy.
+    assert front_door_binary("auto", True, lambda: "/bin/haproxy") is None
+    with pytest.raises(ConfigError, match="--ray-ingress haproxy with --autoscale"):
+        front_door_binary("haproxy", True, lambda: "/bin/haproxy")
+
+
+def test_an_unknown_or_missing_front_door_is_a_clear_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"expected one of auto, haproxy, serve; received 'nginx'"
+    ):
+        front_door_binary("nginx", False, lambda: "/bin/haproxy")
+    with pytest.raises(ConfigError, match="no HAProxy found"):
+        front_door_binary("haproxy", False, lambda: None)
