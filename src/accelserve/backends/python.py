@@ -18,12 +18,9 @@ bounds start-up. Arrays travel over a socket as pickle protocol 5 out-of-band bu
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import weakref
 from pathlib import Path
@@ -41,7 +38,6 @@ DEFAULT_CLASS = "Model"
 DEFAULT_EXECUTE_TIMEOUT_S = 30.0
 DEFAULT_INITIALIZE_TIMEOUT_S = 120.0
 FINALIZE_TIMEOUT_S = 10.0
-_SRC_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding `accelserve`
 
 
 class _Failure(Exception):
@@ -64,20 +60,11 @@ class _Worker:
     """One worker process and the parent's end of its connection."""
 
     def __init__(self, init: dict[str, Any]) -> None:
-        parent, child = multiprocessing.Pipe()  # a socket pair on POSIX
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC_ROOT, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "accelserve.backends.python_worker", str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            env=env,
-        )
-        child.close()
-        self.conn = parent
+        self.process, self.conn = python_worker.spawn("accelserve.backends.python_worker")
         self.initialized = False
-        self._finalizer = weakref.finalize(self, _kill, self.process, parent)
+        self._finalizer = weakref.finalize(self, python_worker.kill, self.process, self.conn)
         with contextlib.suppress(OSError):  # if it died already, the wait for init says how
-            python_worker.send(parent, "init", init)
+            python_worker.send(self.conn, "init", init)
 
     def request(self, kind: str | None, payload: Any, timeout: float) -> Any:
         """Send one message (none: just wait) and wait for the reply; raises _UserError or
@@ -110,13 +97,6 @@ class _Worker:
 
     def kill(self) -> None:
         self._finalizer()
-
-
-def _kill(process: subprocess.Popen[bytes], conn: Any) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    conn.close()
 
 
 class PythonBackend(Backend):

@@ -19,10 +19,12 @@ import io
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import threading
 import time
 import traceback
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +32,7 @@ from typing import Any, cast
 import numpy as np
 
 MAX_MESSAGE_CHARS = 1000  # a user exception's message is cut here in replies
+_SRC_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding `accelserve`
 
 
 class _Pickler(pickle.Pickler):
@@ -73,6 +76,27 @@ def recv(conn: Connection) -> tuple[str, Any]:
         buffers.append(buffer)
     kind, payload = pickle.loads(memoryview(first)[4 + 8 * count :], buffers=buffers)
     return str(kind), payload
+
+
+def spawn(module: str) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start ``python -m module FD`` with the child's end of a socket pair as ``FD`` (this
+    source tree first on its path); the process and the parent's end."""
+    parent, child = Pipe()  # a socket pair on POSIX
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC_ROOT, env.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, str(child.fileno())], pass_fds=(child.fileno(),), env=env
+    )
+    child.close()
+    return process, parent
+
+
+def kill(process: subprocess.Popen[bytes], conn: Connection) -> None:
+    """Kill a worker (if it still runs), reap it, close the parent's end."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    conn.close()
 
 
 def describe(exc: BaseException) -> tuple[str, str]:

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
-import os
 import subprocess
-import sys
 import threading
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from accelserve.backends import python_worker
-
-_SRC_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding `accelserve`
 
 
 class WorkerFailure(Exception):
@@ -30,19 +24,10 @@ class WorkerFailure(Exception):
 
 class WorkerProcess:
     def __init__(self) -> None:
-        parent, child = multiprocessing.Pipe()  # a socket pair on POSIX
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC_ROOT, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "accelserve.backends.triton_python.worker", str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            env=env,
-        )
-        child.close()
-        self.conn = parent
+        self.process, self.conn = python_worker.spawn("accelserve.backends.triton_python.worker")
         self._lock = threading.Lock()
         self._early: list[tuple[str, Any]] = []  # messages during the handshake, for listen()
-        self._finalizer = weakref.finalize(self, _kill, self.process, parent)
+        self._finalizer = weakref.finalize(self, python_worker.kill, self.process, self.conn)
 
     # -- the handshake (blocking: call it in a thread) -----------------------------------------
 
@@ -113,10 +98,3 @@ class WorkerProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-
-def _kill(process: subprocess.Popen[bytes], conn: Any) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    conn.close()
