@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import struct
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -73,28 +75,10 @@ def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], rep
                 return JSONResponse(metadata)
             body = await request.body()
             header_len = int(request.headers.get("inference-header-content-length", len(body)))
-            header = json.loads(body[:header_len])
-            feed, offset = {}, header_len
-            for tensor in header["inputs"]:
-                size = tensor["parameters"]["binary_data_size"]
-                raw = body[offset : offset + size]
-                offset += size
-                dtype = DTYPES[tensor["datatype"]]
-                feed[tensor["name"]] = np.frombuffer(raw, dtype).reshape(tensor["shape"])
+            feed = decode_binary_request(body, header_len)
             results = await self.run(feed)
-            outputs, raws = [], []
-            for name, kind, value in zip(self.outputs, self.types, results, strict=True):
-                raw = np.ascontiguousarray(value).tobytes()
-                raws.append(raw)
-                outputs.append(
-                    {
-                        "name": name,
-                        "datatype": kind,
-                        "shape": list(value.shape),
-                        "parameters": {"binary_data_size": len(raw)},
-                    }
-                )
-            head = json.dumps({"model_name": metadata["name"], "outputs": outputs}).encode()
+            named = zip(self.outputs, self.types, results, strict=True)
+            head, raws = encode_binary_response(metadata["name"], named)
             return Response(
                 content=head + b"".join(raws),
                 media_type="application/octet-stream",
@@ -102,6 +86,75 @@ def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], rep
             )
 
     return SimpleOnnx.bind()
+
+
+# -- shared with ray_serve_minilm.py ---------------------------------------------------------
+
+
+def decode_binary_request(body: bytes, header_len: int) -> dict[str, Any]:
+    """The input tensors of a V2 request whose tensors all travel in binary (Triton's binary
+    tensor extension): name -> array; BYTES tensors become object arrays of ``bytes``."""
+    header = json.loads(body[:header_len])
+    feed: dict[str, Any] = {}
+    offset = header_len
+    for tensor in header["inputs"]:
+        size = tensor["parameters"]["binary_data_size"]
+        raw = body[offset : offset + size]
+        offset += size
+        if tensor["datatype"] == "BYTES":  # each element: 4-byte little-endian length, bytes
+            items, at = [], 0
+            while at < len(raw):
+                (length,) = struct.unpack_from("<I", raw, at)
+                items.append(raw[at + 4 : at + 4 + length])
+                at += 4 + length
+            value = np.array(items, dtype=object)
+        else:
+            value = np.frombuffer(raw, DTYPES[tensor["datatype"]])
+        feed[tensor["name"]] = value.reshape(tensor["shape"])
+    return feed
+
+
+def encode_binary_response(
+    model_name: str, outputs: Iterable[tuple[str, str, np.ndarray]]
+) -> tuple[bytes, list[bytes]]:
+    """A V2 response's JSON header and binary tensors for (name, datatype, value) outputs."""
+    described, raws = [], []
+    for name, kind, value in outputs:
+        raw = np.ascontiguousarray(value).tobytes()
+        raws.append(raw)
+        described.append(
+            {
+                "name": name,
+                "datatype": kind,
+                "shape": list(value.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+    head = json.dumps({"model_name": model_name, "outputs": described}).encode()
+    return head, raws
+
+
+def serve_until_stopped(address: str, port: int, make_app: Callable[[], Any]) -> None:
+    """Connect to the cluster at ``address``, run ``make_app()`` as the app on ``port`` and
+    serve until SIGTERM or SIGINT, then delete the app."""
+    import ray
+    from ray import serve
+
+    ray.init(address=address, logging_level="error")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(make_app(), name=APP, route_prefix="/", blocking=False)
+        print("ray serve app running", flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        try:
+            serve.delete(APP)
+        finally:
+            ray.shutdown()
 
 
 def main() -> None:
