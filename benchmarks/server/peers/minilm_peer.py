@@ -61,16 +61,21 @@ class Embedder:
         self.pooled = self.output == "embedding"
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings [n, 384] and each sentence's token count [n, 1] (after truncation)."""
         encodings = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        counts = mask.sum(axis=1, keepdims=True)
         (out,) = self.session.run([self.output], {"input_ids": ids, "attention_mask": mask})
         if self.pooled:
-            return out
+            return out, counts
         weights = mask[:, :, None].astype(np.float32)
         mean = (out * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(mean, axis=1, keepdims=True)
-        return (mean / np.maximum(norms, 1e-12)).astype(np.float32)
+        return (mean / np.maximum(norms, 1e-12)).astype(np.float32), counts
 
 
 def decode(payload: dict[str, Any]) -> list[str]:
