@@ -1,25 +1,31 @@
-"""Triton's `simple` over HTTP: accelserve on Ray (front door) vs Ray Serve's best vs standalone.
+"""accelserve on Ray (front door) vs Ray Serve's best vs standalone: Triton's `simple` and
+MiniLM sentence embeddings over HTTP.
 
-    PYTHONPATH=src .venv/bin/python -m benchmarks.server.bench_ray [--repeats 2] [--duration 5]
+    PYTHONPATH=src .venv/bin/python -m benchmarks.server.bench_ray [--repeats 2] [--duration 5] \
+        [--models simple,minilm]
 
 Each Ray system runs on a 2-node cluster on this machine (tests/ray_cluster.py: a head and a
-worker node, two CPUs each, 127.0.0.1, ports and temp dir of its own), one after the other:
+worker node, 127.0.0.1, ports and temp dir of its own), one after the other:
 `accelserve serve --ray --replicas 2` with its default ingress (HAProxy straight to the
 replicas' own HTTP servers, deploy/frontdoor.py); then Ray Serve's best configuration for the
 same model (a cluster with Ray's HAProxy and direct ingress, `RAY_SERVE_ENABLE_HA_PROXY=1
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, and a `@serve.batch` deployment over the same ONNX file:
-benchmarks/server/ray_serve_simple.py). The baseline is `accelserve serve` on the same
-repository, up throughout. `accelserve.tools.bench` drives each at 1, 16 and 64 connections
-(V2 binary tensors), alternating which goes first between repeats; the table gives medians over
-repeats, the ratios, start-to-ready times and replica memory (PSS). Writes
-benchmarks/results/bench_ray_frontdoor.csv and docs/PERFORMANCE.md's `server-ray` block.
+benchmarks/server/ray_serve_simple.py, ray_serve_minilm.py). The baseline is `accelserve serve`
+on the same repository, up throughout. `accelserve.tools.bench` drives each (V2 binary
+tensors), alternating which goes first between repeats: `simple` at 1, 16 and 64 connections
+on nodes of 2 CPUs; `minilm` (the example pipeline, one sentence per request) at 32
+connections on nodes of what one accelserve replica asks for (benchmarks/server/
+bench_ray_minilm.py), after checking that the three answer the same embeddings. The tables
+give medians over repeats, the ratios, start-to-ready times and replica memory (PSS). Writes
+benchmarks/results/bench_ray_frontdoor.csv (`simple`), bench_ray_minilm.csv and
+docs/PERFORMANCE.md's `server-ray` block. A failed request stops the run with its error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,16 +37,18 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _report  # noqa: E402
+from benchmarks.server import bench_ray_minilm as minilm  # noqa: E402
+from benchmarks.server.bench_ray_report import (  # noqa: E402
+    DOOR,
+    RAYSERVE,
+    STANDALONE,
+    Result,
+    Workload,
+    report,
+)
 from tests.ray_cluster import LocalRayCluster, free_port  # noqa: E402
 
 CONCURRENCY = [1, 16, 64]
-DOOR, RAYSERVE, STANDALONE = "door", "rayserve", "standalone"
-LABELS = {
-    DOOR: "accelserve on Ray (front door)",
-    RAYSERVE: "Ray Serve best",
-    STANDALONE: "standalone",
-}
 ACCELSERVE_REPLICA = "ray::ServeReplica:accelserve:accelserve-default"
 RAYSERVE_REPLICA = "ray::ServeReplica:rayserve:SimpleOnnx"
 
@@ -118,29 +126,71 @@ def launch(
     raise RuntimeError(f"server not ready:\n{log.read_text()[-3000:]}")
 
 
-Result = dict[int, tuple[float, float, float]]
+def simple_workload(work: Path) -> Workload:
+    repository = simple_repository(work)
+
+    def peer(address: str, port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "benchmarks.server.ray_serve_simple",
+            *("--address", address, "--port", str(port)),
+            *("--model-dir", str(repository / "simple"), "--replicas", "2"),
+            *("--metadata", str(work / "simple_metadata.json")),
+            *("--config", str(work / "simple_config.json")),
+        ]
+
+    return Workload("simple", CONCURRENCY, repository, 2, peer, RAYSERVE_REPLICA)
 
 
-def bench(url: str, duration: float) -> Result:
-    """{connections: (req/s, p50 ms, p99 ms)}"""
+def minilm_workload(work: Path) -> Workload:
+    repository = minilm.repository(work)
+    cpus = minilm.node_cpus(repository)
+
+    def peer(address: str, port: int) -> list[str]:
+        return minilm.peer_command(address, port, repository, work, cpus)
+
+    return Workload(
+        "minilm",
+        minilm.CONNECTIONS,
+        repository,
+        cpus,
+        peer,
+        minilm.REPLICA_TITLE,
+        minilm.bench_options(work),
+        minilm.check_answers,
+    )
+
+
+WORKLOADS = {"simple": simple_workload, "minilm": minilm_workload}
+
+
+def bench(url: str, workload: Workload, duration: float) -> Result:
+    """{connections: (req/s, p50 ms, p99 ms)}; raises if any request failed."""
     from accelserve.tools.bench.bench import BenchSettings, run_bench
     from accelserve.tools.bench.runner import Progress
 
     settings = BenchSettings(
         url=url,
-        model="simple",
-        concurrency=CONCURRENCY,
+        model=workload.model,
+        concurrency=workload.levels,
         duration_s=duration,
         warmup_s=1.0,
         server_stats=False,  # the same requests to every server (Ray Serve's has no stats)
     )
+    settings = dataclasses.replace(settings, **workload.options)
     outcome = run_bench(settings, Progress(sys.stderr))
     result = {}
     for step in outcome.steps:
-        if step.failed:
-            raise RuntimeError(f"{step.failed} failed requests at {step.level:g}: {step.errors}")
+        if step.failed or not step.ok:
+            raise RuntimeError(
+                f"{url} {workload.model}: {step.failed} failed requests (of {step.ok + step.failed}) "
+                f"at {step.level:g}: {step.errors}"
+            )
         latency = step.latency
         result[int(step.level)] = (step.throughput, latency.p50 * 1e3, latency.p99 * 1e3)
+    if sorted(result) != sorted(workload.levels):
+        raise RuntimeError(f"{url} {workload.model}: levels {sorted(result)} measured")
     return result
 
 
@@ -148,36 +198,63 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--models", default="simple,minilm", help="steps to run, in this order")
     args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in WORKLOADS]
+    if unknown or not models:
+        parser.error(f"--models: expected some of {', '.join(WORKLOADS)}; received {args.models!r}")
     work = Path(tempfile.mkdtemp(prefix="bench_ray"))
-    repository = simple_repository(work)
-    common = ["--model-repository", str(repository), "--device", "cpu"]
-    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    workloads = [WORKLOADS[m](work) for m in models]
+    # The repository root too: Ray Serve's MiniLM replicas import benchmarks.server.
+    path = os.pathsep.join(
+        filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")])
+    )
     env = {**os.environ, "PYTHONPATH": path}
+    load = [os.getloadavg()[0]]
+    for workload in workloads:
+        measure(workload, work, env, args.repeats, args.duration, load)
+    report(workloads, load, args, write_docs=sorted(models) == sorted(WORKLOADS))
+
+
+def measure(
+    workload: Workload,
+    work: Path,
+    env: dict[str, str],
+    repeats: int,
+    duration: float,
+    load: list[float],
+) -> None:
+    """The standalone server up throughout; each Ray system on a cluster of its own beside it."""
+    model = workload.model
+    common = ["--model-repository", str(workload.repository), "--device", "cpu"]
     port = free_port()
-    alone, alone_ready = start(
-        [*common, "--grpc-port", "0", "--metrics-port", "0"], port, env, work / "alone.log"
+    alone, workload.ready[STANDALONE] = start(
+        [*common, "--grpc-port", "0", "--metrics-port", "0"], port, env, work / f"{model}.log"
     )
     for name in ("metadata", "config"):  # what the Ray Serve baseline replays
         suffix = "/config" if name == "config" else ""
-        url = f"http://127.0.0.1:{port}/v2/models/simple{suffix}"
+        url = f"http://127.0.0.1:{port}/v2/models/{model}{suffix}"
         with urllib.request.urlopen(url) as answer:
-            (work / f"{name}.json").write_bytes(answer.read())
-    runs: dict[str, list[Result]] = {STANDALONE: []}
-    ready = {STANDALONE: alone_ready}
-    memory: dict[str, str] = {}
-    load = [os.getloadavg()[0]]
+            (work / f"{model}_{name}.json").write_bytes(answer.read())
+    workload.runs[STANDALONE] = []
     try:
         for system in (DOOR, RAYSERVE):  # one cluster after the other, the baseline up throughout
-            cluster = LocalRayCluster(head_cpus=2, worker_cpus=2, haproxy=system == RAYSERVE)
+            cpus = workload.node_cpus
+            cluster = LocalRayCluster(
+                head_cpus=cpus,
+                worker_cpus=cpus,
+                env={"PYTHONPATH": env["PYTHONPATH"]},
+                haproxy=system == RAYSERVE,
+            )
             server = None
             try:
                 cluster.add_worker()
                 server_port = free_port()
-                cluster_env = {**cluster.env, "PYTHONPATH": path}
-                log = work / f"{system}.log"
+                cluster_env = {**cluster.env, "PYTHONPATH": env["PYTHONPATH"]}
+                log = work / f"{model}_{system}.log"
                 if system == DOOR:
-                    server, ready[system] = start(
+                    server, workload.ready[system] = start(
                         [*common, "--ray", cluster.address, "--replicas", "2", *door_ports()],
                         server_port,
                         cluster_env,
@@ -185,31 +262,28 @@ def main() -> None:
                     )
                     replicas = cluster.processes(ACCELSERVE_REPLICA)
                 else:
-                    command = [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.server.ray_serve_simple",
-                        *("--address", cluster.address, "--port", str(server_port)),
-                        *("--model-dir", str(repository / "simple"), "--replicas", "2"),
-                        *("--metadata", str(work / "metadata.json")),
-                        *("--config", str(work / "config.json")),
-                    ]
-                    ready_url = f"http://127.0.0.1:{server_port}/v2/models/simple"
+                    command = workload.peer(cluster.address, server_port)
+                    ready_url = f"http://127.0.0.1:{server_port}/v2/models/{model}"
                     # Ready: serve.run returned (every replica up), as for accelserve.
                     marker = "ray serve app running"
-                    server, ready[system] = launch(command, ready_url, cluster_env, log, marker)
-                    replicas = cluster.processes(RAYSERVE_REPLICA)
-                memory[system] = (
+                    server, workload.ready[system] = launch(
+                        command, ready_url, cluster_env, log, marker
+                    )
+                    replicas = cluster.processes(workload.peer_title)
+                workload.memory[system] = (
                     f"{len(replicas)} replicas {pss_mib(replicas):,.0f} MiB + HAProxy "
                     f"{pss_mib(haproxy_pids(cluster)):,.0f} MiB"
                 )
                 urls = {system: f"127.0.0.1:{server_port}", STANDALONE: f"127.0.0.1:{port}"}
-                runs.setdefault(system, [])
-                for repeat in range(args.repeats):
+                if workload.check is not None:
+                    worst = workload.check(urls, STANDALONE)
+                    workload.agreement[system] = worst[system]
+                workload.runs.setdefault(system, [])
+                for repeat in range(repeats):
                     order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
                     for name in order:
-                        print(f"[bench_ray] {name}, repeat {repeat + 1}", file=sys.stderr)
-                        runs[name].append(bench(urls[name], args.duration))
+                        print(f"[bench_ray] {model} {name}, repeat {repeat + 1}", file=sys.stderr)
+                        workload.runs[name].append(bench(urls[name], workload, duration))
                 load.append(os.getloadavg()[0])
             finally:
                 if server is not None:
@@ -217,8 +291,7 @@ def main() -> None:
                 cluster.stop()
     finally:
         stop(alone)
-    memory[STANDALONE] = "n/a (one process)"
-    report(runs, ready, memory, load, args)
+    workload.memory[STANDALONE] = "n/a (one process)"
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -227,82 +300,6 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(60)
     except subprocess.TimeoutExpired:
         process.kill()
-
-
-def report(
-    runs: dict[str, list[Result]],
-    ready: dict[str, float],
-    memory: dict[str, str],
-    load: list[float],
-    args: argparse.Namespace,
-) -> None:
-    def med(name: str, level: int, index: int) -> float:
-        return statistics.median(r[level][index] for r in runs[name])
-
-    names = [DOOR, RAYSERVE, STANDALONE]
-    rows, csv_rows = [], []
-    for level in CONCURRENCY:
-        value = {n: tuple(med(n, level, i) for i in range(3)) for n in names}
-        rps = {n: value[n][0] for n in names}
-        rows.append(
-            [level]
-            + [f"{rps[n]:,.0f} / {value[n][1]:.2f} / {value[n][2]:.2f}" for n in names]
-            + [f"{rps[DOOR] / rps[STANDALONE]:.2f}x", f"{rps[DOOR] / rps[RAYSERVE]:.2f}x"]
-        )
-        row: dict[str, object] = {
-            "date": _report.today(),
-            "commit": _report.commit(),
-            "machine": _report.machine(),
-            "connections": level,
-        }
-        for name in names:
-            row[f"{name}_rps"] = round(rps[name], 1)
-            row[f"{name}_p50_ms"] = round(value[name][1], 3)
-            row[f"{name}_p99_ms"] = round(value[name][2], 3)
-        csv_rows.append(row)
-    _report.append_csv(_report.result_path("bench_ray_frontdoor.csv"), csv_rows)
-    header = ["connections"] + [f"{LABELS[n]} req/s / p50 / p99 ms" for n in names]
-    header += ["front door / standalone", "front door / Ray Serve"]
-    table = _report.markdown_table(header, rows)
-
-    def rate(name: str, level: int) -> float:
-        return med(name, level, 0)
-
-    worst = min(rate(DOOR, n) / rate(STANDALONE, n) for n in CONCURRENCY)
-    over_ray = min(rate(DOOR, n) / rate(RAYSERVE, n) for n in CONCURRENCY if n > 1)
-    p50 = med(DOOR, 1, 1)
-    targets = (
-        f"Targets (issue 12): >= 0.8x standalone at every level: "
-        f"{'met' if worst >= 0.8 else 'not met'} (lowest {worst:.2f}x); p50 at 1 connection "
-        f"<= 0.3 ms: {'met' if p50 <= 0.3 else 'not met'} ({p50:.2f} ms); >= 2x Ray Serve at 16 "
-        f"and 64: {'met' if over_ray >= 2 else 'not met'} (lowest {over_ray:.2f}x)."
-    )
-    loads = ", ".join(f"{x:.1f}" for x in load)
-    text = f"""### accelserve on Ray (front door) vs Ray Serve's best vs standalone (`simple`, HTTP binary)
-
-{_report.today()}, commit {_report.commit()}, {_report.machine()}; medians of {args.repeats} repeats
-of {args.duration:g} s per level, `accelserve.tools.bench` (HTTP/1.1 keep-alive, V2 binary
-tensors). Each Ray system runs on its own 2-node cluster on this machine (2 CPUs each, 2
-replicas of 1 CPU). "{LABELS[DOOR]}": `accelserve serve --ray ... --replicas 2` with its
-default ingress: HAProxy (deploy/frontdoor.py) straight to the replicas' own accelserve HTTP
-servers. "{LABELS[RAYSERVE]}": the cluster started with `RAY_SERVE_ENABLE_HA_PROXY=1
-RAY_SERVE_THROUGHPUT_OPTIMIZED=1` (Ray's HAProxy, direct ingress), a Serve deployment over the
-same ONNX file with onnxruntime and `@serve.batch` (max 8, no wait), decoding the same V2
-binary requests (benchmarks/server/ray_serve_simple.py). The standalone `accelserve serve` is
-up throughout and measured beside each, alternating which goes first. Start to ready (cluster
-already up): {", ".join(f"{LABELS[n]} {ready[n]:.1f} s" for n in ready)}. Memory (PSS after
-start): {"; ".join(f"{LABELS[n]}: {memory[n]}" for n in memory)}. Everything (both nodes,
-the servers and the load generator) shares this machine's cores (load average {loads} at the
-start and after each cluster).
-
-{table}
-
-{targets}
-
-`{_report.command_line()}`
-"""
-    _report.write_section("server-ray", text)
-    print(text)
 
 
 if __name__ == "__main__":
