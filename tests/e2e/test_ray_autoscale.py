@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import ServerProcess, copy_example
 from tests.ray_cluster import LocalRayCluster
@@ -163,3 +166,45 @@ def test_front_door_load_adds_a_replica_and_idling_removes_it(
         answers = [infer(server.base, i, http) for i in range(12)]
     assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
     assert len({a.headers.get(REPLICA_HEADER) for a in answers}) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--autoscale", "1:2", "--autoscale-setting", "upscale_delay_s=-1"],
+            "--autoscale-setting upscale_delay_s: expected a number >= 0; received '-1'",
+        ),
+        (
+            ["--autoscale", "1:2", "--autoscale-setting", "delay=1"],
+            "--autoscale-setting: expected a KEY among target_ongoing_requests, ",
+        ),
+        (
+            ["--autoscale-setting", "upscale_delay_s=1"],
+            "--autoscale-setting: expected with --autoscale MIN:MAX; received upscale_delay_s",
+        ),
+    ],
+)
+def test_a_bad_autoscale_setting_is_refused_by_the_command(
+    repository: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    command = [sys.executable, "-m", "accelserve.cli", "deploy", "ray"]
+    command += ["--model-repository", str(repository), "-o", str(tmp_path / "s.yaml"), *args]
+    result = subprocess.run(command, capture_output=True, timeout=120, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "s.yaml").exists()
+
+
+def test_deploy_ray_writes_the_policy_and_settings(repository: Path, tmp_path: Path) -> None:
+    output = tmp_path / "serve.yaml"
+    command = [sys.executable, "-m", "accelserve.cli", "deploy", "ray"]
+    command += ["--model-repository", str(repository), "-o", str(output), "--autoscale", "1:3"]
+    command += ["--autoscale-setting", "downscale_delay_s=60"]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    (app,) = yaml.safe_load(output.read_text())["applications"]
+    config = app["deployments"][0]["autoscaling_config"]
+    assert config["policy"] == {"policy_function": "accelserve.deploy.autoscale:front_door_policy"}
+    assert (config["min_replicas"], config["max_replicas"]) == (1, 3)
+    assert config["downscale_delay_s"] == 60.0
+    assert app["args"]["autoscale_settings"] == {"downscale_delay_s": 60.0}

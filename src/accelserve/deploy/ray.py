@@ -8,7 +8,8 @@ handles, which (unlike Serve's HTTP proxy talking to a replica directly, measure
 reassign a dead replica's requests; the router retries what still fails. Requests enter
 through Ray Serve's HTTP proxy, or (ingress ``haproxy``, ``accelserve serve --ray``'s default)
 through HAProxy straight to the replicas' own servers (``deploy.frontdoor``), Serve's proxy
-then serving only the routes that need the router.
+then serving only the routes that need the router. Autoscaling works in both modes: the
+replicas report their own requests in flight to Serve's autoscaler (``deploy.autoscale``).
 
 ``build_app`` is the application builder a Serve config names (``serve run`` / ``serve
 deploy``); ``serve_config`` writes that config; ``serve_on_ray`` is ``accelserve serve --ray``.
