@@ -121,13 +121,14 @@ def test_front_door_load_adds_a_replica_and_idling_removes_it(
     server: ServerProcess, cluster: LocalRayCluster
 ) -> None:
     assert len(cluster.processes(REPLICA_TITLE)) == 1
-    stop = threading.Event()
+    heavy, light = threading.Event(), threading.Event()  # stop the load, stop the last client
     failures: list[str] = []
     replicas: set[str] = set()
     nodes: set[str] = set()
-    sent = itertools.count()
+    answered = itertools.count()
+    last = [0]  # answers so far (the count is read without consuming it)
 
-    def client(worker: int) -> None:
+    def client(worker: int, stop: threading.Event) -> None:
         with httpx.Client() as http:
             for i in itertools.count():
                 if stop.is_set():
@@ -145,23 +146,33 @@ def test_front_door_load_adds_a_replica_and_idling_removes_it(
                 else:  # the front door answers from a replica's own server
                     replicas.add(response.headers[REPLICA_HEADER])
                     nodes.add(response.headers[NODE_HEADER])
-                next(sent)
+                    last[0] = next(answered) + 1
+
+    def replica_processes() -> int:
+        return len(cluster.processes(REPLICA_TITLE))
 
     with ThreadPoolExecutor(6) as pool:
-        clients = [pool.submit(client, w) for w in range(6)]
+        clients = [pool.submit(client, 0, light)]
+        clients += [pool.submit(client, w, heavy) for w in range(1, 6)]
         # 6 requests in flight against a target of 2 per replica: Serve wants 3, max 2.
         scaled = wait_for(lambda: len(replicas) == 2 or bool(failures), 150)
-        stop.set()
+        heavy.set()
+        # One request at a time is half a replica's target: Serve removes one replica while
+        # this client keeps sending through the front door, then it goes on on the other.
+        removed = scaled and not failures and wait_for(lambda: replica_processes() == 1, 120)
+        after = last[0]
+        kept_answering = removed and wait_for(lambda: last[0] >= after + 10, 60)
+        light.set()
         for future in clients:
             future.result()
     output = server.output()[-3000:]
     assert failures == [], output
     assert scaled, (replicas, cluster.processes(REPLICA_TITLE), output)
     assert len(nodes) == 2  # one CPU per node: the new replica runs on the other node
-    assert next(sent) > 0
+    assert removed, (cluster.processes(REPLICA_TITLE), output)
+    assert kept_answering, output
 
-    # Idle: Serve goes back to one replica, and the front door sends only to it.
-    assert wait_for(lambda: len(cluster.processes(REPLICA_TITLE)) == 1, 120), output
+    # The front door sends only to the replica left.
     with httpx.Client() as http:
         answers = [infer(server.base, i, http) for i in range(12)]
     assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
