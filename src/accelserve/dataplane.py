@@ -92,6 +92,9 @@ class DataPlane:
         self.failures_without_model: dict[str, int] = {}
         # the regions clients registered (Triton's shared-memory extension), for every frontend
         self.shared_memory = SharedMemoryRegistry()
+        # inference requests admitted and not yet answered, from every frontend (what a Ray
+        # replica reports to Serve's autoscaler: deploy.autoscale)
+        self.requests_in_flight = 0
 
     # -- health and metadata -------------------------------------------------------------------
 
@@ -152,7 +155,11 @@ class DataPlane:
 
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
         model = self._admitted(name, version, request)
-        outputs = await model.runner.infer(request)  # counts its own failures
+        self.requests_in_flight += 1
+        try:
+            outputs = await model.runner.infer(request)  # counts its own failures
+        finally:
+            self.requests_in_flight -= 1
         return InferResponse(name, model.version, _requested(model, request, outputs), request.id)
 
     async def infer_stream(
@@ -163,12 +170,16 @@ class DataPlane:
         other model's one response, final. An error raised here is the request's refusal."""
         model = self._admitted(name, version, request)
         stream = getattr(model.runner, "infer_stream", None)
-        if stream is None:
-            outputs = _requested(model, request, await model.runner.infer(request))
-            yield StreamResponse(name, model.version, request.id, outputs, True)
-            return
-        async for part in stream(request):
-            yield part
+        self.requests_in_flight += 1
+        try:
+            if stream is None:
+                outputs = _requested(model, request, await model.runner.infer(request))
+                yield StreamResponse(name, model.version, request.id, outputs, True)
+                return
+            async for part in stream(request):
+                yield part
+        finally:
+            self.requests_in_flight -= 1
 
     def _admitted(self, name: str, version: str, request: InferRequest) -> ModelVersion:
         """The READY version, with ``request`` checked against its config (failures counted)."""

@@ -271,3 +271,45 @@ def test_a_caller_cancelled_mid_load_does_not_cancel_the_load() -> None:
 
     asyncio.run(main())
     assert dataplane.model_ready("extra", "3")
+
+
+class GatedRunner:
+    """Answers once ``release`` is set; counts the requests it has been given."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
+        self.entered += 1
+        await self.release.wait()
+        return {"OUTPUT0": request.inputs["INPUT0"], "OUTPUT1": request.inputs["INPUT1"]}
+
+
+def test_requests_in_flight_counts_admitted_requests_until_answered() -> None:
+    # What a Ray replica reports to Serve's autoscaler (deploy.autoscale).
+    dataplane = simple_dataplane()
+    gated = GatedRunner()
+    dataplane.model("simple", "1").runner = gated
+
+    async def scenario() -> None:
+        calls = [asyncio.create_task(dataplane.infer("simple", "1", request())) for _ in range(3)]
+        stream = dataplane.infer_stream("simple", "1", request())
+        streamed = asyncio.create_task(anext(stream))
+        while gated.entered < 4:
+            await asyncio.sleep(0)
+        assert dataplane.requests_in_flight == 4
+        with pytest.raises(InvalidArgumentError):  # refused at admission: never counted
+            await dataplane.infer("simple", "1", request(9))
+        assert dataplane.requests_in_flight == 4
+        gated.release.set()
+        await asyncio.gather(*calls)
+        assert (await streamed).final
+        await stream.aclose()
+        assert dataplane.requests_in_flight == 0
+        runner_of(dataplane).error = ModelExecutionError("backend failed")
+        with pytest.raises(ModelExecutionError):
+            await dataplane.infer("simple", "2", request())
+        assert dataplane.requests_in_flight == 0  # a failed request is answered too
+
+    asyncio.run(scenario())

@@ -26,16 +26,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--autoscale", default=None, metavar="MIN:MAX", help="autoscale each group's replicas"
     )
+    _autoscale_setting_argument(ray)
     ray.add_argument(
         "--ray-ingress",
         default="auto",
         choices=["auto", "haproxy", "serve"],
         help="haproxy: HAProxy on --http-port/--grpc-port straight to the replicas' own "
         "servers, Ray Serve's proxy behind it for server-wide routes; serve: Ray Serve's "
-        "proxy on --http-port, no gRPC; auto (default): haproxy when its binary is found, "
-        "serve with --autoscale (Serve's autoscaler counts only what passes through Serve)",
+        "proxy on --http-port, no gRPC; auto (default): haproxy when its binary is found "
+        "(with --autoscale too: replicas report their own request counts to the autoscaler)",
     )
     _group_arguments(ray)
+
+
+def _autoscale_setting_argument(parser: argparse._ActionsContainer) -> None:
+    from accelserve.deploy.autoscale import SETTINGS
+
+    parser.add_argument(
+        "--autoscale-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a Serve autoscaling setting with --autoscale (repeatable): {', '.join(SETTINGS)}",
+    )
 
 
 def _group_arguments(parser: argparse._ActionsContainer) -> None:
@@ -50,6 +63,7 @@ def _group_arguments(parser: argparse._ActionsContainer) -> None:
 
 def _options(args: argparse.Namespace, **extra: Any) -> DeployOptions:
     """The deployment the command line describes (both commands share these options)."""
+    from accelserve.deploy.autoscale import parse_setting
     from accelserve.deploy.groups import parse_group_specs
     from accelserve.deploy.ray import DeployOptions, parse_autoscale
 
@@ -59,6 +73,7 @@ def _options(args: argparse.Namespace, **extra: Any) -> DeployOptions:
         device=args.device,
         replicas=args.replicas,
         autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
+        autoscale_settings=dict(parse_setting(text) for text in args.autoscale_setting),
         **extra,
     )
 
@@ -99,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--device", default="auto", help="default device (cpu, cuda, tpu)")
     ray.add_argument("--replicas", type=int, default=1, help="replicas per model group")
     ray.add_argument("--autoscale", default=None, metavar="MIN:MAX")
+    _autoscale_setting_argument(ray)
     ray.add_argument("--host", default="0.0.0.0", help="address the proxies bind")
     ray.add_argument("--http-port", type=int, default=8000)
     _group_arguments(ray)

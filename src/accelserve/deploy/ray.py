@@ -8,7 +8,8 @@ handles, which (unlike Serve's HTTP proxy talking to a replica directly, measure
 reassign a dead replica's requests; the router retries what still fails. Requests enter
 through Ray Serve's HTTP proxy, or (ingress ``haproxy``, ``accelserve serve --ray``'s default)
 through HAProxy straight to the replicas' own servers (``deploy.frontdoor``), Serve's proxy
-then serving only the routes that need the router.
+then serving only the routes that need the router. Autoscaling works in both modes: the
+replicas report their own requests in flight to Serve's autoscaler (``deploy.autoscale``).
 
 ``build_app`` is the application builder a Serve config names (``serve run`` / ``serve
 deploy``); ``serve_config`` writes that config; ``serve_on_ray`` is ``accelserve serve --ray``.
@@ -24,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelserve.deploy.autoscale import POLICY as AUTOSCALING_POLICY
+from accelserve.deploy.autoscale import check_setting
 from accelserve.deploy.groups import ModelGroup, deployment_name, plan_groups
 from accelserve.deploy.resources import replica_resources
 from accelserve.errors import ConfigError
@@ -42,6 +45,8 @@ class DeployOptions:
     device: str = "auto"
     replicas: int = 1
     autoscale: list[int] | None = None  # [min, max] replicas per group
+    # Serve's autoscaling settings (deploy.autoscale.SETTINGS: delays, look-back, target)
+    autoscale_settings: dict[str, float] = field(default_factory=dict)
     model_control: bool = False
     api_key: str | None = None
     grpc: bool = False  # each replica also serves gRPC on its node (for the front door)
@@ -58,6 +63,14 @@ class DeployOptions:
                     f"received {self.autoscale!r}"
                 )
             self.autoscale = [low, high]
+        if self.autoscale_settings and self.autoscale is None:
+            raise ConfigError(
+                "--autoscale-setting: expected with --autoscale MIN:MAX; received "
+                f"{', '.join(sorted(self.autoscale_settings))} without it"
+            )
+        self.autoscale_settings = {
+            key: check_setting(key, value) for key, value in self.autoscale_settings.items()
+        }
 
 
 def parse_autoscale(text: str) -> list[int]:
@@ -84,6 +97,9 @@ def deployment_options(group: ModelGroup, options: DeployOptions) -> dict[str, A
             "min_replicas": low,
             "max_replicas": high,
             "target_ongoing_requests": resources.target_ongoing_requests,
+            **options.autoscale_settings,
+            # the replicas' own counts, which include the front door's requests
+            "policy": {"policy_function": AUTOSCALING_POLICY},
         }
     return result
 
@@ -170,7 +186,7 @@ def serve_on_ray(
     from accelserve.deploy.metrics_port import MetricsForwarder
     from accelserve.deploy.peers import remove_registry
 
-    binary = front_door_binary(ingress, options.autoscale is not None, haproxy_binary)
+    binary = front_door_binary(ingress, haproxy_binary)
     if binary is not None and grpc_port:
         options.grpc = True
     serve_port = _free_port(host) if binary is not None else http_port
@@ -212,24 +228,16 @@ def serve_on_ray(
             ray.shutdown()
 
 
-def front_door_binary(ingress: str, autoscale: bool, find: Callable[[], str | None]) -> str | None:
+def front_door_binary(ingress: str, find: Callable[[], str | None]) -> str | None:
     """The HAProxy binary for the front door (``find`` looks for it), or None for Serve's
-    proxy. ``auto`` takes HAProxy when found, but not with autoscaling: Serve's autoscaler
-    counts the requests that pass through Serve, and the front door sends inference past it."""
+    proxy. ``auto`` takes HAProxy when found. Autoscaling works with either: the replicas
+    report their own request counts to Serve's autoscaler (``deploy.autoscale``)."""
     if ingress not in INGRESSES:
         raise ConfigError(
             f"--ray-ingress: expected one of {', '.join(INGRESSES)}; received {ingress!r}"
         )
-    if ingress == "serve" or (ingress == "auto" and autoscale):
-        if ingress == "auto":
-            log.info("--autoscale: requests go through Serve's proxy, which its autoscaler sees")
+    if ingress == "serve":
         return None
-    if ingress == "haproxy" and autoscale:
-        raise ConfigError(
-            "--ray-ingress haproxy with --autoscale: Serve's autoscaler would not see the "
-            "requests the front door sends straight to replicas; use --replicas N, or "
-            "--ray-ingress serve"
-        )
     binary = find()
     if ingress == "haproxy" and binary is None:
         raise ConfigError("--ray-ingress haproxy: no HAProxy found (pip install 'ray[serve]')")

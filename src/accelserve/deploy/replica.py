@@ -152,6 +152,13 @@ class GroupReplica:
         if not self.dataplane.ready():
             raise RuntimeError("the data plane is not ready (stopping or not started)")
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric (``deploy.autoscale``): the requests this
+        replica's data plane holds, whether they came through Serve or the front door."""
+        from accelserve.deploy.autoscale import ONGOING_METRIC
+
+        return {ONGOING_METRIC: float(self.dataplane.requests_in_flight)}
+
     def model_names(self) -> list[str]:
         return sorted(self.repository.group_models)
 

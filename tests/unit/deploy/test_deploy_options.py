@@ -47,7 +47,45 @@ def test_autoscaling_targets_one_full_batch_per_instance(repository):
         "min_replicas": 1,
         "max_replicas": 4,
         "target_ongoing_requests": 16,
+        "policy": {"policy_function": "accelserve.deploy.autoscale:front_door_policy"},
     }
+
+
+def test_autoscale_settings_reach_serves_autoscaling_config(repository):
+    options = DeployOptions(
+        str(repository),
+        autoscale=[1, 2],
+        autoscale_settings={"upscale_delay_s": 0, "downscale_delay_s": "2.5"},
+    )
+    (group,) = plan_groups(repository)
+    config = deployment_options(group, options)["autoscaling_config"]
+    assert (config["upscale_delay_s"], config["downscale_delay_s"]) == (0.0, 2.5)
+    assert config["target_ongoing_requests"] == 16
+    settings = serve_config(options)["applications"][0]["args"]["autoscale_settings"]
+    assert settings == {"upscale_delay_s": 0.0, "downscale_delay_s": 2.5}  # for build_app
+
+
+def test_autoscale_settings_need_autoscale(repository):
+    with pytest.raises(
+        ConfigError,
+        match="--autoscale-setting: expected with --autoscale MIN:MAX; "
+        "received upscale_delay_s without it",
+    ):
+        DeployOptions(str(repository), autoscale_settings={"upscale_delay_s": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"delay": 1}, "expected a KEY among target_ongoing_requests, .*; received 'delay'"),
+        ({"upscale_delay_s": -1}, "upscale_delay_s: expected a number >= 0; received -1"),
+        ({"look_back_period_s": 0}, "look_back_period_s: expected a number > 0; received 0"),
+        ({"downscale_delay_s": "soon"}, "expected a number >= 0; received 'soon'"),
+    ],
+)
+def test_a_bad_autoscale_setting_names_the_field(repository, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        DeployOptions(str(repository), autoscale=[1, 2], autoscale_settings=settings)
 
 
 def test_serve_config_names_the_builder_and_an_absolute_repository(repository, monkeypatch):
@@ -84,23 +122,16 @@ def test_replicas_must_be_positive(repository, replicas):
 
 
 def test_the_front_door_is_haproxy_when_found_and_serve_otherwise() -> None:
-    assert front_door_binary("auto", False, lambda: "/bin/haproxy") == "/bin/haproxy"
-    assert front_door_binary("haproxy", False, lambda: "/bin/haproxy") == "/bin/haproxy"
-    assert front_door_binary("auto", False, lambda: None) is None
-    assert front_door_binary("serve", False, lambda: "/bin/haproxy") is None
-
-
-def test_autoscaling_keeps_requests_where_serve_counts_them() -> None:
-    # Serve's autoscaler sees only what passes through Serve: auto picks Serve's proxy.
-    assert front_door_binary("auto", True, lambda: "/bin/haproxy") is None
-    with pytest.raises(ConfigError, match="--ray-ingress haproxy with --autoscale"):
-        front_door_binary("haproxy", True, lambda: "/bin/haproxy")
+    assert front_door_binary("auto", lambda: "/bin/haproxy") == "/bin/haproxy"
+    assert front_door_binary("haproxy", lambda: "/bin/haproxy") == "/bin/haproxy"
+    assert front_door_binary("auto", lambda: None) is None
+    assert front_door_binary("serve", lambda: "/bin/haproxy") is None
 
 
 def test_an_unknown_or_missing_front_door_is_a_clear_error() -> None:
     with pytest.raises(
         ConfigError, match=r"expected one of auto, haproxy, serve; received 'nginx'"
     ):
-        front_door_binary("nginx", False, lambda: "/bin/haproxy")
+        front_door_binary("nginx", lambda: "/bin/haproxy")
     with pytest.raises(ConfigError, match="no HAProxy found"):
-        front_door_binary("haproxy", False, lambda: None)
+        front_door_binary("haproxy", lambda: None)
