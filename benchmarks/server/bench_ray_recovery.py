@@ -181,23 +181,35 @@ def wait_answers(load: Load, start: float, count: int) -> None:
     wait_for(f"{count} answers", lambda: sum(1 for e in load.since(start) if e[1]) >= count)
 
 
-def controller_events(
+LOG_TIME = re.compile(r"\S+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+REGISTERED = "accelserve replica registered:"  # deploy/replica.py's line
+
+
+def serve_log_events(
     cluster: LocalRayCluster, deployment: str, after_wall: float
 ) -> dict[str, float]:
-    """From the Serve controller's log: the wall-clock time the first replica of
-    ``deployment`` that started after ``after_wall`` had started ("started": constructor
-    returned, first health check passed) and the seconds its constructor and that check took
-    ("constructor"); empty where the log does not say."""
+    """From Serve's logs, for the first replica of ``deployment`` after ``after_wall``:
+    "started", the wall-clock time the controller saw it started (constructor returned, first
+    health check passed), "constructor", the seconds these took, and (accelserve)
+    "registered", when the replica entered the front door's registry; absent where the logs
+    do not say."""
     found: dict[str, float] = {}
-    for log in Path(cluster.temp_dir).glob("session_*/logs/serve/controller_*.log"):
+    logs = Path(cluster.temp_dir).glob("session_*/logs/serve/*.log")
+    for log in sorted(logs):
+        controller = log.name.startswith("controller_")
+        if not controller and not log.name.startswith("replica_"):
+            continue
         for line in log.read_text(errors="replace").splitlines():
-            match = re.match(r"\S+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", line)
-            if not match or f"'{deployment}'" not in line:
+            match = LOG_TIME.match(line)
+            if not match:
                 continue
             when = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
             if when < after_wall:
                 continue
-            if "started successfully" in line and "started" not in found:
+            if REGISTERED in line and not controller:
+                found["registered"] = min(when, found.get("registered", when))
+            started = controller and f"'{deployment}'" in line and "started successfully" in line
+            if started and "started" not in found:
                 found["started"] = when
                 took = re.search(r"health check took ([\d.]+)s", line)
                 found["constructor"] = float(took[1]) if took else math.nan
@@ -239,6 +251,7 @@ def cycle(cluster: LocalRayCluster, load: Load, system: str, settle: float) -> C
         "join_to_replica_process_s": replica - joined,
         "join_to_replica_started_s": events.get("started", math.nan) - joined_wall,
         "replica_constructor_s": events.get("constructor", math.nan),
+        "join_to_registered_s": events.get("registered", math.nan) - joined_wall,
         "join_to_first_answer_s": answer - joined,
     }
     errors = load.failures(lost, answer)
@@ -252,7 +265,7 @@ def wait_events(cluster: LocalRayCluster, deployment: str, after_wall: float) ->
     """The controller's log lines may trail the answer by a moment."""
     deadline = time.monotonic() + 5
     while True:
-        events = controller_events(cluster, deployment, after_wall)
+        events = serve_log_events(cluster, deployment, after_wall)
         if "started" in events or time.monotonic() > deadline:
             return events
         time.sleep(0.2)
@@ -319,7 +332,16 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=2.0, help="seconds of load after the loss, before a join"
     )
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=[ACCELSERVE, RAYSERVE],
+        default=[ACCELSERVE, RAYSERVE],
+        help=f"{RAYSERVE} needs {ACCELSERVE} (its metadata)",
+    )
     args = parser.parse_args()
+    if RAYSERVE in args.systems and ACCELSERVE not in args.systems:
+        parser.error(f"--systems {RAYSERVE} needs {ACCELSERVE}: it replays its metadata")
     work = Path(tempfile.mkdtemp(prefix="bench_ray_recovery"))
     repository(work)
     path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
@@ -327,7 +349,8 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     runs = {}
     for system in (ACCELSERVE, RAYSERVE):  # accelserve first: it writes the peer's metadata
-        runs[system] = run_system(system, args, work, env)
+        if system in args.systems:
+            runs[system] = run_system(system, args, work, env)
         load.append(os.getloadavg()[0])
     report(runs, load, args)
 
@@ -341,10 +364,17 @@ METRICS = [
         "replica constructor + first health check (s, Serve's log)",
         "{:.2f}",
     ),
+    ("join_to_registered_s", "node joined -> replica registered (s, replica's log)", "{:.2f}"),
     ("join_to_first_answer_s", "node joined -> first answer from it (s)", "{:.2f}"),
     ("failed_during_join", "failed requests during the join", "{:.0f}"),
     ("lost_to_one_node_s", "node lost -> GCS lists 1 node (s)", "{:.2f}"),
 ]
+
+
+def median(values: list[float]) -> float:
+    """The median of the values known (NaN: the log did not say); NaN when none is."""
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if known else math.nan
 
 
 def summary(values: list[float], form: str) -> str:
@@ -360,13 +390,9 @@ def summary(values: list[float], form: str) -> str:
 def report(runs: dict[str, list[Cycle]], load: list[float], args: argparse.Namespace) -> None:
     rows, csv_rows = [], []
     for key, label, form in METRICS:
-        values = {s: [c[key] for c in runs[s]] for s in runs}
-        medians = {s: statistics.median(v) if v else math.nan for s, v in values.items()}
-        ratio = (
-            "-"
-            if key.startswith("failed")
-            else _report.ratio(medians[ACCELSERVE], medians[RAYSERVE])
-        )
+        values = {s: [c[key] for c in runs.get(s, [])] for s in (ACCELSERVE, RAYSERVE)}
+        medians = {s: median(v) for s, v in values.items()}
+        ratio = "-" if key.startswith("failed") else _report.ratio(*medians.values())
         rows.append([label] + [summary(values[s], form) for s in (ACCELSERVE, RAYSERVE)] + [ratio])
     for system, cycles in runs.items():
         for repeat, measures in enumerate(cycles, 1):
