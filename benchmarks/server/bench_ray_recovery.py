@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import statistics
 import sys
 import tempfile
 import threading
@@ -48,17 +47,20 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _report  # noqa: E402
 from benchmarks.server.bench_ray import (  # noqa: E402
     ACCELSERVE_REPLICA,
     RAYSERVE_REPLICA,
     launch,
     stop,
 )
+from benchmarks.server.bench_ray_recovery_report import (  # noqa: E402
+    ACCELSERVE,
+    RAYSERVE,
+    Cycle,
+    report,
+)
 from tests.ray_cluster import LocalRayCluster, free_port  # noqa: E402
 
-ACCELSERVE, RAYSERVE = "accelserve", "rayserve"
-LABELS = {ACCELSERVE: "accelserve on Ray (front door)", RAYSERVE: "Ray Serve (HAProxy)"}
 NODE_HEADERS = {ACCELSERVE: "accelserve-ray-node", RAYSERVE: "rayserve-node"}
 DEPLOYMENTS = {ACCELSERVE: "accelserve-default", RAYSERVE: "SimpleOnnx"}
 REPLICA_TITLES = {ACCELSERVE: ACCELSERVE_REPLICA, RAYSERVE: RAYSERVE_REPLICA}
@@ -216,9 +218,6 @@ def serve_log_events(
     return found
 
 
-Cycle = dict[str, float]
-
-
 def cycle(cluster: LocalRayCluster, load: Load, system: str, settle: float) -> Cycle:
     """Lose the worker node under load, wait, add one; the measures of this repeat."""
     title = REPLICA_TITLES[system]
@@ -254,6 +253,8 @@ def cycle(cluster: LocalRayCluster, load: Load, system: str, settle: float) -> C
         "join_to_registered_s": events.get("registered", math.nan) - joined_wall,
         "join_to_first_answer_s": answer - joined,
     }
+    # What the front door adds: from the replica in the registry to its first answer.
+    result["registered_to_first_answer_s"] = answer - joined - result["join_to_registered_s"]
     errors = load.failures(lost, answer)
     if errors:
         print(f"[bench_ray_recovery] {system}: {len(errors)} failed, e.g. {errors[0]}")
@@ -353,96 +354,6 @@ def main() -> None:
             runs[system] = run_system(system, args, work, env)
         load.append(os.getloadavg()[0])
     report(runs, load, args)
-
-
-METRICS = [
-    ("failed_during_loss", "failed requests during the loss", "{:.0f}"),
-    ("join_to_replica_process_s", "node joined -> replica process (s)", "{:.2f}"),
-    ("join_to_replica_started_s", "node joined -> replica started (s, Serve's log)", "{:.2f}"),
-    (
-        "replica_constructor_s",
-        "replica constructor + first health check (s, Serve's log)",
-        "{:.2f}",
-    ),
-    ("join_to_registered_s", "node joined -> replica registered (s, replica's log)", "{:.2f}"),
-    ("join_to_first_answer_s", "node joined -> first answer from it (s)", "{:.2f}"),
-    ("failed_during_join", "failed requests during the join", "{:.0f}"),
-    ("lost_to_one_node_s", "node lost -> GCS lists 1 node (s)", "{:.2f}"),
-]
-
-
-def median(values: list[float]) -> float:
-    """The median of the values known (NaN: the log did not say); NaN when none is."""
-    known = [v for v in values if not math.isnan(v)]
-    return statistics.median(known) if known else math.nan
-
-
-def summary(values: list[float], form: str) -> str:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "-"
-    text = form.format(statistics.median(values))
-    if len(values) > 1:
-        text += f" ({form.format(min(values))}-{form.format(max(values))})"
-    return text
-
-
-def report(runs: dict[str, list[Cycle]], load: list[float], args: argparse.Namespace) -> None:
-    rows, csv_rows = [], []
-    for key, label, form in METRICS:
-        values = {s: [c[key] for c in runs.get(s, [])] for s in (ACCELSERVE, RAYSERVE)}
-        medians = {s: median(v) for s, v in values.items()}
-        ratio = "-" if key.startswith("failed") else _report.ratio(*medians.values())
-        rows.append([label] + [summary(values[s], form) for s in (ACCELSERVE, RAYSERVE)] + [ratio])
-    for system, cycles in runs.items():
-        for repeat, measures in enumerate(cycles, 1):
-            row: dict[str, object] = {
-                "date": _report.today(),
-                "commit": _report.commit(),
-                "machine": _report.machine(),
-                "system": system,
-                "repeat": repeat,
-                "clients": args.clients,
-            }
-            row.update({k: round(v, 3) for k, v in measures.items()})
-            csv_rows.append(row)
-    _report.append_csv(_report.result_path("bench_ray_recovery.csv"), csv_rows)
-    header = ["median (min-max)", LABELS[ACCELSERVE], LABELS[RAYSERVE], "accelserve / Ray Serve"]
-    table = _report.markdown_table(header, rows)
-    answer = statistics.median(c["join_to_first_answer_s"] for c in runs[ACCELSERVE])
-    worst = max(c["join_to_first_answer_s"] for c in runs[ACCELSERVE])
-    failed = sum(int(c["failed_during_loss"] + c["failed_during_join"]) for c in runs[ACCELSERVE])
-    target = (
-        f"Issue 12's targets for accelserve: no failed unary request: "
-        f"{'met' if failed == 0 else f'not met ({failed} failed)'}; capacity back within 5 s "
-        f"of a node re-joining: {'met' if answer <= 5 else 'not met'} (median {answer:.2f} s, "
-        f"slowest {worst:.2f} s)."
-    )
-    loads = ", ".join(f"{x:.1f}" for x in load)
-    text = f"""### Losing a Ray node under load and getting it back (`simple`, HTTP binary)
-
-{_report.today()}, commit {_report.commit()}, {_report.machine()}; medians (min-max) of
-{args.repeats} repeats per system, each system on a fresh 2-node cluster on this machine (2 CPUs
-per node; the GCS declares a lost node dead after 3 missed health checks of 0.5 s), 2 replicas
-of 2 CPUs each (one per node). "{LABELS[ACCELSERVE]}": `accelserve serve --ray ... --replicas 2`
-over `simple` with two CPU instances, default ingress. "{LABELS[RAYSERVE]}": Ray Serve's
-`@serve.batch` deployment over the same ONNX file (benchmarks/server/ray_serve_simple.py,
-`--replica-cpus 2`) on a cluster with Ray's HAProxy and direct ingress. {args.clients} client
-threads send V2 binary requests throughout. Each repeat SIGKILLs the worker node's processes,
-waits for the GCS to list one node and {args.settle:g} s more, then adds a worker node; times
-count from the node registering ("Ray runtime started"). "Replica started" is the Serve
-controller's log line for the replacement replica (its constructor returned: models loaded).
-Everything shares this machine's cores (load average {loads} at the start and after each
-system); the figures are noisy.
-
-{table}
-
-{target}
-
-`{_report.command_line()}`
-"""
-    _report.write_section("server-ray-recovery", text)
-    print(text)
 
 
 if __name__ == "__main__":
