@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -316,7 +317,12 @@ def run_system(
         results = []
         for repeat in range(args.repeats):
             print(f"[bench_ray_recovery] {system}, repeat {repeat + 1}", file=sys.stderr)
-            results.append(cycle(cluster, load, system, args.settle))
+            try:
+                results.append(cycle(cluster, load, system, args.settle))
+            except RuntimeError as exc:  # a phase timed out: say where to look
+                raise RuntimeError(
+                    f"{system}, repeat {repeat + 1}: {exc} (server log: {log})"
+                ) from exc
         return results
     finally:
         if load is not None:
@@ -354,6 +360,7 @@ def main() -> None:
             runs[system] = run_system(system, args, work, env)
         load.append(os.getloadavg()[0])
     report(runs, load, args)
+    shutil.rmtree(work, ignore_errors=True)  # kept when a run fails: the servers' logs
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def report(runs: dict[str, list[Cycle]], load: list[float], args: argparse.Names
                 "repeat": repeat,
                 "clients": args.clients,
             }
-            row.update({k: round(v, 3) for k, v in measures.items()})
+            # Empty where a log did not say (as _report.plain_ratio leaves a missing ratio).
+            row.update({k: "" if math.isnan(v) else round(v, 3) for k, v in measures.items()})
             csv_rows.append(row)
     _report.append_csv(_report.result_path("bench_ray_recovery.csv"), csv_rows)
     header = ["median (min-max)", LABELS[ACCELSERVE], LABELS[RAYSERVE], "accelserve / Ray Serve"]
@@ -88,7 +89,8 @@ of 2 CPUs each (one per node). "{LABELS[ACCELSERVE]}": `accelserve serve --ray .
 over `simple` with two CPU instances, default ingress. "{LABELS[RAYSERVE]}": Ray Serve's
 `@serve.batch` deployment over the same ONNX file (benchmarks/server/ray_serve_simple.py,
 `--replica-cpus 2`) on a cluster with Ray's HAProxy and direct ingress. {args.clients} client
-threads send V2 binary requests throughout. Each repeat SIGKILLs the worker node's processes,
+threads send V2 binary requests throughout (httpx, no retries: a failed request is a
+connection error, a timeout or a wrong answer the client saw). Each repeat SIGKILLs the worker node's processes,
 waits for the GCS to list one node and {args.settle:g} s more, then adds a worker node; times
 count from the node registering ("Ray runtime started"). "Replica started" is the Serve
 controller's log line for the replacement replica (its constructor returned: models loaded).
