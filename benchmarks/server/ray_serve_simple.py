@@ -7,10 +7,12 @@ The cluster is started with Ray's fastest front door (HAProxy, direct ingress,
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: tests/ray_cluster.py's ``haproxy=True``).
 
     python -m benchmarks.server.ray_serve_simple --address HOST:PORT --port 8000 \\
-        --model-dir DIR --metadata FILE --config FILE [--replicas 2]
+        --model-dir DIR --metadata FILE --config FILE [--replicas 2] [--replica-cpus 1]
 
 ``--metadata`` and ``--config`` are the JSON answers of a V2 server for ``simple`` (what it
-replays for ``GET /v2/models/simple[/config]``). Serves until SIGTERM, then deletes the app.
+replays for ``GET /v2/models/simple[/config]``). Every answer names the Ray node of the replica
+that gave it (header ``rayserve-node``, as accelserve's replicas send ``accelserve-ray-node``).
+Serves until SIGTERM, then deletes the app.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ import numpy as np
 
 APP = "rayserve"
 DTYPES = {"INT32": np.int32, "FP32": np.float32, "INT64": np.int64}
+NODE_HEADER = "rayserve-node"
 
 
-def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], replicas: int) -> Any:
+def build(
+    model_path: str,
+    metadata: dict[str, Any],
+    config: dict[str, Any],
+    replicas: int,
+    replica_cpus: float = 1,
+) -> Any:
     from ray import serve
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -39,11 +48,14 @@ def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], rep
     @serve.deployment(
         num_replicas=replicas,
         max_ongoing_requests=128,
-        ray_actor_options={"num_cpus": 1},
+        ray_actor_options={"num_cpus": replica_cpus},
     )
     class SimpleOnnx:
         def __init__(self) -> None:
             import onnxruntime as ort
+            import ray
+
+            self.node = {NODE_HEADER: ray.get_runtime_context().get_node_id()}
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
@@ -72,7 +84,7 @@ def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], rep
                     return JSONResponse(config)
                 if path.endswith("/ready") or path.endswith("/health/ready"):
                     return Response(status_code=200)
-                return JSONResponse(metadata)
+                return JSONResponse(metadata, headers=self.node)
             body = await request.body()
             header_len = int(request.headers.get("inference-header-content-length", len(body)))
             feed = decode_binary_request(body, header_len)
@@ -82,7 +94,7 @@ def build(model_path: str, metadata: dict[str, Any], config: dict[str, Any], rep
             return Response(
                 content=head + b"".join(raws),
                 media_type="application/octet-stream",
-                headers={"Inference-Header-Content-Length": str(len(head))},
+                headers={"Inference-Header-Content-Length": str(len(head)), **self.node},
             )
 
     return SimpleOnnx.bind()
@@ -165,6 +177,9 @@ def main() -> None:
     parser.add_argument("--metadata", required=True)
     parser.add_argument("--config", required=True)
     parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument(
+        "--replica-cpus", type=float, default=1, help="CPUs each replica asks Ray for"
+    )
     args = parser.parse_args()
 
     import ray
@@ -180,7 +195,9 @@ def main() -> None:
         signal.signal(signum, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        app = build(f"{args.model_dir}/1/model.onnx", metadata, config, args.replicas)
+        app = build(
+            f"{args.model_dir}/1/model.onnx", metadata, config, args.replicas, args.replica_cpus
+        )
         serve.run(app, name=APP, route_prefix="/", blocking=False)
         print("ray serve app running", flush=True)
         while not stop.wait(1.0):

@@ -264,7 +264,7 @@ class FrontDoor:
 class RegistryWatch:
     """Reads the registry's endpoints of the groups; a replica that does not accept
     connections is left out (Serve's replacement registers itself), and dropped from the
-    registry after ``DROP_AFTER`` polls in a row."""
+    registry after ``DROP_AFTER`` reads in a row."""
 
     DROP_AFTER = 6
 
@@ -272,11 +272,27 @@ class RegistryWatch:
         self.registry = registry
         self.keys = keys  # group -> registry key
         self.misses: dict[str, int] = {}
+        self.version = -1  # the registry's version last read (-1: none yet)
 
     def endpoints(self) -> dict[str, list[Endpoint]]:
         import ray
 
         entries = ray.get(self.registry.endpoints.remote(list(self.keys.values())), timeout=5)
+        return self._reachable(entries)
+
+    def next_endpoints(self, wait: float) -> dict[str, list[Endpoint]]:
+        """The endpoints as soon as the registry changes (a replica registered or left), or
+        after ``wait`` seconds (a replica may have stopped answering meanwhile)."""
+        import ray
+
+        if not hasattr(self.registry, "endpoints_after"):  # a registry left by an older version
+            time.sleep(wait)
+            return self.endpoints()
+        call = self.registry.endpoints_after.remote(list(self.keys.values()), self.version, wait)
+        self.version, entries = ray.get(call, timeout=wait + 5)
+        return self._reachable(entries)
+
+    def _reachable(self, entries: dict[str, list[dict[str, str]]]) -> dict[str, list[Endpoint]]:
         result: dict[str, list[Endpoint]] = {}
         for group, key in self.keys.items():
             alive = []
@@ -297,9 +313,11 @@ class RegistryWatch:
 def keep_in_sync(
     door: FrontDoor, watch: RegistryWatch, stop: threading.Event, interval: float = 0.5
 ) -> None:
-    """Until ``stop``: follow the registry every ``interval`` seconds."""
-    while not stop.wait(interval):
+    """Until ``stop``: follow the registry, at once when it changes and at least every
+    ``interval`` seconds (replicas that stopped answering)."""
+    while not stop.is_set():
         try:
-            door.sync(watch.endpoints())
+            door.sync(watch.next_endpoints(interval))
         except Exception as exc:  # a slow registry or a refused config: keep the last one
             log.warning("front door: not updated (%s); trying again", exc)
+            stop.wait(interval)

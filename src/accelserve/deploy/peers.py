@@ -10,6 +10,7 @@ dropped from the registry the first time it does not answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 from urllib.parse import quote
@@ -24,24 +25,50 @@ FETCH_TIMEOUT_S = 2.0
 
 
 class PeerRegistry:
-    """The Ray actor behind ``registry()``: group key -> replica id -> base URL."""
+    """The Ray actor behind ``registry()``: group key -> replica id -> base URL.
+
+    ``version`` counts the changes, and ``endpoints_after`` answers as soon as there is one:
+    the front door learns of a new replica when it registers instead of at its next poll."""
 
     def __init__(self) -> None:
         self.peers: dict[str, dict[str, str]] = {}
         self.grpc: dict[str, str] = {}  # base URL -> host:port of that replica's gRPC server
+        self.version = 0
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def add(self, group: str, replica: str, url: str, grpc: str | None = None) -> None:
         self.peers.setdefault(group, {})[replica] = url
         if grpc is not None:
             self.grpc[url] = grpc
+        self._changed()
 
     def remove(self, group: str, replica: str) -> None:
-        self.peers.get(group, {}).pop(replica, None)
+        if self.peers.get(group, {}).pop(replica, None) is not None:
+            self._changed()
 
     def remove_url(self, url: str) -> None:
         for replicas in self.peers.values():
             for replica in [r for r, u in replicas.items() if u == url]:
                 del replicas[replica]
+                self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        waiting, self._waiting = self._waiting, []
+        for loop, event in waiting:  # thread-safe: Ray may call a sync method off the loop
+            loop.call_soon_threadsafe(event.set)
+
+    async def endpoints_after(
+        self, groups: list[str], version: int, timeout: float
+    ) -> tuple[int, dict[str, list[dict[str, str]]]]:
+        """``(version, endpoints(groups))`` once the registry's version differs from
+        ``version``, or after ``timeout`` seconds."""
+        if self.version == version:
+            event = asyncio.Event()
+            self._waiting.append((asyncio.get_running_loop(), event))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        return self.version, self.endpoints(groups)
 
     def urls(self, groups: list[str]) -> list[str]:
         return [url for g in groups for url in self.peers.get(g, {}).values()]

@@ -109,6 +109,8 @@ class GroupReplica:
         self.registry = registry()
         url = f"http://{host}:{self.http.port}"
         await self.registry.add.remote(self.peer_key, self.replica_id, url, grpc_address)
+        # Serve's replica log (timestamped): when the front door may start sending here.
+        logging.getLogger("ray.serve").info("accelserve replica registered: %s", url)
 
     async def __call__(self, request: StarletteRequest) -> StarletteResponse:
         body = await request.body()
