@@ -182,31 +182,16 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import ray
-    from ray import serve
-
     with open(args.metadata) as f:
         metadata = json.load(f)
     with open(args.config) as f:
         config = json.load(f)
-    ray.init(address=args.address, logging_level="error")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        app = build(
-            f"{args.model_dir}/1/model.onnx", metadata, config, args.replicas, args.replica_cpus
-        )
-        serve.run(app, name=APP, route_prefix="/", blocking=False)
-        print("ray serve app running", flush=True)
-        while not stop.wait(1.0):
-            pass
-    finally:
-        try:
-            serve.delete(APP)
-        finally:
-            ray.shutdown()
+    model_path = f"{args.model_dir}/1/model.onnx"
+    serve_until_stopped(
+        args.address,
+        args.port,
+        lambda: build(model_path, metadata, config, args.replicas, args.replica_cpus),
+    )
 
 
 if __name__ == "__main__":
