@@ -7,7 +7,8 @@ MiniLM sentence embeddings over HTTP.
 Each Ray system runs on a 2-node cluster on this machine (tests/ray_cluster.py: a head and a
 worker node, 127.0.0.1, ports and temp dir of its own), one after the other:
 `accelserve serve --ray --replicas 2` with its default ingress (HAProxy straight to the
-replicas' own HTTP servers, deploy/frontdoor.py); then Ray Serve's best configuration for the
+replicas' own HTTP servers, deploy/frontdoor.py), for `simple` also with `--busy-poll-us 200`
+(replicas and HAProxy poll instead of sleeping); then Ray Serve's best configuration for the
 same model (a cluster with Ray's HAProxy and direct ingress, `RAY_SERVE_ENABLE_HA_PROXY=1
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, and a `@serve.batch` deployment over the same ONNX file:
 benchmarks/server/ray_serve_simple.py, ray_serve_minilm.py). The baseline is `accelserve serve`
@@ -17,8 +18,7 @@ on nodes of 2 CPUs; `minilm` (the example pipeline, one sentence per request) at
 connections on nodes of what one accelserve replica asks for (benchmarks/server/
 bench_ray_minilm.py), after checking that the three answer the same embeddings. The tables
 give medians over repeats, the ratios, start-to-ready times and replica memory (PSS). Writes
-benchmarks/results/bench_ray_frontdoor.csv (`simple`), bench_ray_minilm.csv and
-docs/PERFORMANCE.md's `server-ray` block. A failed request stops the run with its error.
+benchmarks/results/bench_ray.csv and docs/PERFORMANCE.md's `server-ray` block. A failed request stops the run with its error.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.server import bench_ray_minilm as minilm  # noqa: E402
 from benchmarks.server.bench_ray_report import (  # noqa: E402
     DOOR,
+    DOOR_POLL,
     RAYSERVE,
     STANDALONE,
     Result,
@@ -51,6 +52,11 @@ from tests.ray_cluster import LocalRayCluster, free_port  # noqa: E402
 CONCURRENCY = [1, 16, 64]
 ACCELSERVE_REPLICA = "ray::ServeReplica:accelserve:accelserve-default"
 RAYSERVE_REPLICA = "ray::ServeReplica:rayserve:SimpleOnnx"
+
+
+# accelserve's command line for each front-door system: the default, and busy polling (the
+# replicas' HTTP servers poll 200 us after a response, HAProxy never sleeps)
+DOOR_OPTIONS = {DOOR: [], DOOR_POLL: ["--busy-poll-us", "200"]}
 
 
 def door_ports() -> list[str]:
@@ -140,7 +146,9 @@ def simple_workload(work: Path) -> Workload:
             *("--config", str(work / "simple_config.json")),
         ]
 
-    return Workload("simple", CONCURRENCY, repository, 2, peer, RAYSERVE_REPLICA)
+    workload = Workload("simple", CONCURRENCY, repository, 2, peer, RAYSERVE_REPLICA)
+    workload.systems = (DOOR, DOOR_POLL, RAYSERVE)  # latency at 1 connection: both doors
+    return workload
 
 
 def minilm_workload(work: Path) -> Workload:
@@ -239,7 +247,7 @@ def measure(
             (work / f"{model}_{name}.json").write_bytes(answer.read())
     workload.runs[STANDALONE] = []
     try:
-        for system in (DOOR, RAYSERVE):  # one cluster after the other, the baseline up throughout
+        for system in workload.systems:  # one cluster after the other, the baseline up throughout
             cpus = workload.node_cpus
             cluster = LocalRayCluster(
                 head_cpus=cpus,
@@ -253,9 +261,10 @@ def measure(
                 server_port = free_port()
                 cluster_env = {**cluster.env, "PYTHONPATH": env["PYTHONPATH"]}
                 log = work / f"{model}_{system}.log"
-                if system == DOOR:
+                if system in DOOR_OPTIONS:
                     server, workload.ready[system] = start(
-                        [*common, "--ray", cluster.address, "--replicas", "2", *door_ports()],
+                        [*common, "--ray", cluster.address, "--replicas", "2", *door_ports()]
+                        + DOOR_OPTIONS[system],
                         server_port,
                         cluster_env,
                         log,

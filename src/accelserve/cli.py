@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--busy-poll-us",
         type=int,
-        default=DEFAULT_WINDOW_US,
+        default=None,
         help="keep polling sockets this long after a response instead of sleeping: lower "
-        f"latency at low load for some CPU (default {DEFAULT_WINDOW_US}; 0 disables)",
+        f"latency at low load for some CPU (default {DEFAULT_WINDOW_US}; 0 disables; with "
+        "--ray: 0, and a window also makes the front door's HAProxy poll without sleeping)",
     )
     for name, help_text in HELP.items():  # --http-max-url-bytes ... (frontends/http_limits.py)
         default = getattr(HttpLimits(), name)
@@ -154,7 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         http_limits=limits,
         default_max_queue_size=args.default_max_queue_size,
-        busy_poll_us=args.busy_poll_us,
+        busy_poll_us=DEFAULT_WINDOW_US if args.busy_poll_us is None else args.busy_poll_us,
         log_level=args.log_level,
     )
     try:

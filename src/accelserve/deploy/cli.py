@@ -84,7 +84,10 @@ def serve_on_ray(args: argparse.Namespace) -> int:
 
     try:
         options = _options(
-            args, model_control=args.model_control_mode == "explicit", api_key=args.api_key
+            args,
+            model_control=args.model_control_mode == "explicit",
+            api_key=args.api_key,
+            busy_poll_us=args.busy_poll_us or 0,  # a replica behind a balancer sleeps by default
         )
         serve(
             options,

@@ -64,6 +64,7 @@ class Layout:
     owners: dict[str, str]  # model -> group
     grpc_port: int | None = None  # only with one group
     threads: int = 1
+    busy_polling: bool = False  # HAProxy's ``busy-polling``: its threads never sleep
 
 
 def backend_name(groups: tuple[str, ...], group: str) -> str:
@@ -95,6 +96,7 @@ def render_config(
         f"    nbthread {layout.threads}",
         f"    tune.bufsize {BUFFER_BYTES}",
         "    hard-stop-after 5m",  # an old worker (reloads) waits that long for slow streams
+        *(["    busy-polling"] if layout.busy_polling else []),
         f"    stats socket {socket_path} mode 600 level admin expose-fd listeners",
         "",
         "defaults",

@@ -50,11 +50,18 @@ class DeployOptions:
     model_control: bool = False
     api_key: str | None = None
     grpc: bool = False  # each replica also serves gRPC on its node (for the front door)
+    # the replicas' HTTP servers poll this long after a response (frontends/busy_poll.py), and
+    # the front door's HAProxy never sleeps: latency at low load for CPU; 0: both sleep
+    busy_poll_us: int = 0
 
     def __post_init__(self) -> None:
         self.model_repository = str(Path(self.model_repository).resolve())
         if type(self.replicas) is not int or self.replicas < 1:
             raise ConfigError(f"replicas: expected an integer >= 1; received {self.replicas!r}")
+        if type(self.busy_poll_us) is not int or self.busy_poll_us < 0:
+            raise ConfigError(
+                f"busy_poll_us: expected an integer >= 0; received {self.busy_poll_us!r}"
+            )
         if self.autoscale is not None:
             low, high = ([*list(self.autoscale), 0, 0])[:2]
             if len(self.autoscale) != 2 or not 0 <= low <= high or high < 1:
@@ -137,6 +144,7 @@ def application(options: DeployOptions) -> Any:
             options.model_control,
             options.api_key,
             options.grpc,
+            options.busy_poll_us,
         )
     owners = {model: group.name for group in groups for model in group.models}
     return serve.deployment(**ROUTER_OPTIONS)(GroupRouter).bind(bound, owners)
@@ -294,6 +302,7 @@ def _open_front_door(
         owners={model: g.name for g in groups for model in g.models},
         grpc_port=grpc_port or None,
         threads=max(1, min(4, (os.cpu_count() or 1) // 4)),
+        busy_polling=options.busy_poll_us > 0,
     )
     keys = {g: f"{APP_NAME}/{deployment_name(g)}" for g in names}
     watch = RegistryWatch(registry(), keys)

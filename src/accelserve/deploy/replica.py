@@ -8,12 +8,14 @@ tensors, TF Serving and OpenAI routes behave exactly as on one machine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelserve.dataplane import DataPlane
 from accelserve.errors import ModelNotFoundError
+from accelserve.frontends.busy_poll import BusyPoll
 from accelserve.frontends.http import DEFAULT_MAX_BODY, HttpFrontend, render_error
 from accelserve.frontends.http_server import Headers, HttpServer, Request, Response
 from accelserve.load_overrides import LoadOverride
@@ -68,8 +70,10 @@ class GroupReplica:
         model_control: bool = False,
         api_key: str | None = None,
         grpc: bool = False,
+        busy_poll_us: int = 0,
     ) -> None:
         self.serve_grpc = grpc
+        self.busy_poll_us = busy_poll_us
         self.grpc: Any = None
         self.repository = GroupRepository(repository, models, device)
         self.dataplane = DataPlane(self.repository, model_control=model_control, api_key=api_key)
@@ -102,9 +106,15 @@ class GroupReplica:
         self.peer_key = f"{context.app_name}/{context.deployment}"
         self.replica_id = context.replica_id.unique_id
         self.peer_headers = [*self.node_header, (REPLICA_HEADER, self.replica_id.encode())]
-        # No busy polling here (a single server's default): behind a balancer, a replica's
-        # window after each answer overlaps its peers' work, and on shared cores took from it.
-        self.http = HttpServer(self.handle_peer, render_error, DEFAULT_MAX_BODY)
+        # No busy polling by default (a single server's default is on): behind a balancer, a
+        # replica's window after each answer overlaps its peers' work, and on shared cores
+        # took from it; --busy-poll-us asks for it (latency at low load).
+        busy_poll = BusyPoll(
+            asyncio.get_running_loop(), self.busy_poll_us, self.repository.activity.busy
+        )
+        self.http = HttpServer(
+            self.handle_peer, render_error, DEFAULT_MAX_BODY, on_response=busy_poll.touch
+        )
         await self.http.start(host, 0)
         self.registry = registry()
         url = f"http://{host}:{self.http.port}"

@@ -121,6 +121,14 @@ def test_replicas_must_be_positive(repository, replicas):
         DeployOptions(str(repository), replicas=replicas)
 
 
+@pytest.mark.parametrize("window", [-1, 2.5, "200"])
+def test_busy_polling_must_be_a_whole_number_of_microseconds(repository, window):
+    with pytest.raises(
+        ConfigError, match=f"busy_poll_us: expected an integer >= 0; received {window!r}"
+    ):
+        DeployOptions(str(repository), busy_poll_us=window)
+
+
 def test_the_front_door_is_haproxy_when_found_and_serve_otherwise() -> None:
     assert front_door_binary("auto", lambda: "/bin/haproxy") == "/bin/haproxy"
     assert front_door_binary("haproxy", lambda: "/bin/haproxy") == "/bin/haproxy"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -120,7 +121,17 @@ def test_the_registry_lists_each_replicas_http_and_grpc_address() -> None:
     assert registry.urls(["app/other"]) == ["http://h:4"]
 
 
-@pytest.mark.parametrize("layout", [ONE, TWO], ids=["one group", "two groups"])
+def test_busy_polling_is_asked_of_haproxy_only_when_wanted() -> None:
+    assert "busy-polling" not in lines(render_config(ONE, {}, "/m", "/s"), "global")
+    polling = dataclasses.replace(ONE, busy_polling=True)
+    assert "busy-polling" in lines(render_config(polling, {}, "/m", "/s"), "global")
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [ONE, TWO, dataclasses.replace(ONE, busy_polling=True)],
+    ids=["one group", "two groups", "busy polling"],
+)
 def test_haproxy_accepts_the_configuration(layout: Layout, tmp_path: Path) -> None:
     binary = haproxy_binary()
     if binary is None:
