@@ -35,13 +35,13 @@ class Workload:
     node_cpus: int  # logical CPUs of each cluster node: one accelserve replica's need
     peer: Callable[[str, int], list[str]]  # (cluster address, port) -> the peer's command
     peer_title: str  # the peer replicas' process title
-    systems: tuple[str, ...] = (DOOR, RAYSERVE)  # the Ray systems, each on a cluster of its own
     options: dict[str, object] = field(default_factory=dict)  # more bench settings
     check: Callable[[dict[str, str], str], dict[str, float]] | None = None
     runs: dict[str, list[Result]] = field(default_factory=dict)
     ready: dict[str, float] = field(default_factory=dict)
     memory: dict[str, str] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)  # max |diff| vs standalone
+    systems: tuple[str, ...] = (DOOR, RAYSERVE)  # the Ray systems, each on a cluster of its own
 
 
 def report(
