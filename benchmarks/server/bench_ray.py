@@ -18,7 +18,7 @@ on nodes of 2 CPUs; `minilm` (the example pipeline, one sentence per request) at
 connections on nodes of what one accelserve replica asks for (benchmarks/server/
 bench_ray_minilm.py), after checking that the three answer the same embeddings. The tables
 give medians over repeats, the ratios, start-to-ready times and replica memory (PSS). Writes
-benchmarks/results/bench_ray.csv and docs/PERFORMANCE.md's `server-ray` block. A failed request stops the run with its error.
+benchmarks/results/bench_ray_systems.csv and docs/PERFORMANCE.md's `server-ray` block. A failed request stops the run with its error.
 """
 
 from __future__ import annotations

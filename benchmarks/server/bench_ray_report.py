@@ -1,6 +1,6 @@
 """bench_ray.py's systems, what it collects per model (``Workload``) and its report: one table per
 model in docs/PERFORMANCE.md's ``server-ray`` block, a row per model, system and level in
-benchmarks/results/bench_ray.csv (earlier runs: bench_ray_frontdoor.csv)."""
+benchmarks/results/bench_ray_systems.csv (earlier runs: bench_ray.csv, bench_ray_frontdoor.csv)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def report(
             short = "front door" if door == DOOR else "busy-polling door"
             header += [f"{short} / standalone", f"{short} / Ray Serve"]
         rows, csv_rows = table_rows(workload, names, doors)
-        _report.append_csv(_report.result_path("bench_ray.csv"), csv_rows)
+        _report.append_csv(_report.result_path("bench_ray_systems.csv"), csv_rows)
         table = _report.markdown_table(header, rows)
         per_node = minilm.PEER_REPLICAS_PER_NODE
         text = (
