@@ -18,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 RAY = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
 # Ray's proxy sends requests to the replicas of its own node first; tests want to see them all.
@@ -244,3 +246,15 @@ class LocalRayCluster:
             if self.temp_dir.encode() in command or self.address.encode() in command:
                 pids.append(int(entry.name))
         return pids
+
+
+@contextlib.contextmanager
+def two_nodes(**options: Any) -> Iterator[LocalRayCluster]:
+    """A head and one worker node (``LocalRayCluster``'s options), stopped afterwards: the body
+    of the Ray tests' module-wide cluster fixtures."""
+    cluster = LocalRayCluster(**options)
+    try:
+        cluster.add_worker()
+        yield cluster
+    finally:
+        cluster.stop()

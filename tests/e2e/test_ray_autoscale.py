@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster
+from tests.ray_cluster import LocalRayCluster, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 pytest.importorskip("ray.serve")
@@ -56,12 +56,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
-    cluster = LocalRayCluster(head_cpus=1, worker_cpus=1)
-    try:
-        cluster.add_worker()
+    with two_nodes(head_cpus=1, worker_cpus=1) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import tritonclient.http as httpclient
 import yaml
 
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster
+from tests.ray_cluster import LocalRayCluster, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 pytest.importorskip("ray.serve")
@@ -65,12 +65,8 @@ FAST_NODE_DEATH = {
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
-    cluster = LocalRayCluster(head_cpus=2, worker_cpus=2, env=FAST_NODE_DEATH)
-    try:
-        cluster.add_worker()
+    with two_nodes(head_cpus=2, worker_cpus=2, env=FAST_NODE_DEATH) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

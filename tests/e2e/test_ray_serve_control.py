@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accelserve.tools.examples.minilm import OPTIONS, SOURCE
 from accelserve.tools.export.sentence_transformer import export_sentence_transformer
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster
+from tests.ray_cluster import LocalRayCluster, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 pytest.importorskip("ray.serve")
@@ -46,12 +46,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
-    cluster = LocalRayCluster(head_cpus=5, worker_cpus=5)
-    try:
-        cluster.add_worker()
+    with two_nodes(head_cpus=5, worker_cpus=5) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
