@@ -7,8 +7,8 @@ MiniLM sentence embeddings over HTTP.
 Each Ray system runs on a 2-node cluster on this machine (tests/ray_cluster.py: a head and a
 worker node, 127.0.0.1, ports and temp dir of its own), one after the other:
 `accelserve serve --ray --replicas 2` with its default ingress (HAProxy straight to the
-replicas' own HTTP servers, deploy/frontdoor.py), for `simple` also with `--busy-poll-us 200`
-(replicas and HAProxy poll instead of sleeping); then Ray Serve's best configuration for the
+replicas' own HTTP servers, deploy/frontdoor.py), for `simple` also with `--front-door-busy-poll`
+(HAProxy polls instead of sleeping); then Ray Serve's best configuration for the
 same model (a cluster with Ray's HAProxy and direct ingress, `RAY_SERVE_ENABLE_HA_PROXY=1
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, and a `@serve.batch` deployment over the same ONNX file:
 benchmarks/server/ray_serve_simple.py, ray_serve_minilm.py). The baseline is `accelserve serve`
@@ -54,9 +54,8 @@ ACCELSERVE_REPLICA = "ray::ServeReplica:accelserve:accelserve-default"
 RAYSERVE_REPLICA = "ray::ServeReplica:rayserve:SimpleOnnx"
 
 
-# accelserve's command line for each front-door system: the default, and busy polling (the
-# replicas' HTTP servers poll 200 us after a response, HAProxy never sleeps)
-DOOR_OPTIONS = {DOOR: [], DOOR_POLL: ["--busy-poll-us", "200"]}
+# accelserve's command line for each front-door system: the default, and HAProxy busy-polling
+DOOR_OPTIONS = {DOOR: [], DOOR_POLL: ["--front-door-busy-poll"]}
 
 
 def door_ports() -> list[str]:

@@ -13,10 +13,10 @@ from pathlib import Path
 from benchmarks import _report
 from benchmarks.server import bench_ray_minilm as minilm
 
-DOOR, DOOR_POLL, RAYSERVE, STANDALONE = "door", "door_busy_poll", "rayserve", "standalone"
+DOOR, DOOR_POLL, RAYSERVE, STANDALONE = "door", "door_haproxy_busy_poll", "rayserve", "standalone"
 LABELS = {
     DOOR: "accelserve on Ray (front door)",
-    DOOR_POLL: "accelserve on Ray (front door, --busy-poll-us 200)",
+    DOOR_POLL: "accelserve on Ray (front door, --front-door-busy-poll)",
     RAYSERVE: "Ray Serve best",
     STANDALONE: "standalone",
 }
@@ -116,10 +116,11 @@ SIMPLE_TEXT = """
 
 Nodes of 2 CPUs; 2 replicas of 1 CPU (one per node) for every Ray system; Ray Serve's
 deployment is benchmarks/server/ray_serve_simple.py (`@serve.batch` max 8). The front door
-twice, each on a cluster of its own: as deployed by default (replicas and HAProxy sleep when
-idle), and with `--busy-poll-us 200` (each replica's HTTP server polls its sockets for 200 us
-after an answer, and HAProxy runs with `busy-polling`: its thread never sleeps, a core of the
-front door's host).
+twice, each on a cluster of its own: as deployed by default (HAProxy sleeps when idle), and
+with `--front-door-busy-poll` (HAProxy's `busy-polling`: its thread never sleeps, a core of
+the front door's host). An earlier run (commit e7614c6, bench_ray_systems.csv, system
+`door_busy_poll`) also had the replicas' servers poll (`--busy-poll-us 200`): slower on these
+two shared cores.
 """
 
 MINILM_TEXT = """

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="keep polling sockets this long after a response instead of sleeping: lower "
         f"latency at low load for some CPU (default {DEFAULT_WINDOW_US}; 0 disables; with "
-        "--ray: 0, and a window also makes the front door's HAProxy poll without sleeping)",
+        "--ray: the replicas' servers, default 0)",
     )
     for name, help_text in HELP.items():  # --http-max-url-bytes ... (frontends/http_limits.py)
         default = getattr(HttpLimits(), name)

@@ -50,8 +50,8 @@ class DeployOptions:
     model_control: bool = False
     api_key: str | None = None
     grpc: bool = False  # each replica also serves gRPC on its node (for the front door)
-    # the replicas' HTTP servers poll this long after a response (frontends/busy_poll.py), and
-    # the front door's HAProxy never sleeps: latency at low load for CPU; 0: both sleep
+    # the replicas' HTTP servers poll this long after a response (frontends/busy_poll.py):
+    # latency at low load for CPU; 0 (default): they sleep
     busy_poll_us: int = 0
 
     def __post_init__(self) -> None:
@@ -182,12 +182,14 @@ def serve_on_ray(
     ingress: str = "auto",
     grpc_port: int | None = None,
     metrics_port: int | None = None,
+    door_busy_polling: bool = False,
 ) -> None:
     """Deploy on the cluster at ``address`` (``auto``: the local one, started if there is
     none), serve until SIGTERM or SIGINT, then delete the application. Ingress ``haproxy``
     (``auto``: when its binary is found) puts the front door on ``http_port`` (and
     ``grpc_port``) and Serve's proxy on an internal port; ``serve``: Serve's proxy on
-    ``http_port``, no gRPC. The cluster's ``/metrics`` is also on ``metrics_port``."""
+    ``http_port``, no gRPC. The cluster's ``/metrics`` is also on ``metrics_port``.
+    ``door_busy_polling``: the front door's HAProxy never sleeps (a core, for latency)."""
     from ray import serve
 
     from accelserve.deploy.frontdoor import haproxy_binary
@@ -216,7 +218,9 @@ def serve_on_ray(
         serve.start(proxy_location=proxy_location, http_options={"host": host, "port": serve_port})
         serve.run(application(options), name=APP_NAME, route_prefix="/", blocking=False)
         if binary is not None:
-            door = _open_front_door(options, binary, host, http_port, serve_port, grpc_port, stop)
+            door = _open_front_door(
+                options, binary, host, (http_port, serve_port, grpc_port), stop, door_busy_polling
+            )
         log.info("accelserve on Ray Serve: http://%s:%d", host, http_port)
         print(f"accelserve on Ray Serve: http://{host}:{http_port}", flush=True)
         while not stop.wait(1.0):
@@ -276,18 +280,18 @@ def _open_front_door(
     options: DeployOptions,
     binary: str,
     host: str,
-    http_port: int,
-    serve_port: int,
-    grpc_port: int | None,
+    ports: tuple[int, int, int | None],
     stop: threading.Event,
+    busy_polling: bool = False,
 ) -> Any:
-    """HAProxy on ``http_port`` (and ``grpc_port``), kept in sync with the registry by a
-    thread until ``stop``."""
+    """HAProxy on the HTTP port (and the gRPC one) of ``ports`` (HTTP, Serve's proxy, gRPC),
+    kept in sync with the registry by a thread until ``stop``."""
     import os
 
     from accelserve.deploy.frontdoor import FrontDoor, Layout, RegistryWatch, keep_in_sync
     from accelserve.deploy.peers import registry
 
+    http_port, serve_port, grpc_port = ports
     groups = plan_groups(options.model_repository, options.groups)
     names = tuple(g.name for g in groups)
     if grpc_port and len(names) > 1:
@@ -302,7 +306,7 @@ def _open_front_door(
         owners={model: g.name for g in groups for model in g.models},
         grpc_port=grpc_port or None,
         threads=max(1, min(4, (os.cpu_count() or 1) // 4)),
-        busy_polling=options.busy_poll_us > 0,
+        busy_polling=busy_polling,
     )
     keys = {g: f"{APP_NAME}/{deployment_name(g)}" for g in names}
     watch = RegistryWatch(registry(), keys)
