@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from benchmarks.server.bench_ray_report import (  # noqa: E402
     DOOR,
     DOOR_POLL,
     RAYSERVE,
+    REPLICA,
     STANDALONE,
     Result,
     Workload,
@@ -56,6 +58,18 @@ RAYSERVE_REPLICA = "ray::ServeReplica:rayserve:SimpleOnnx"
 
 # accelserve's command line for each front-door system: the default, and HAProxy busy-polling
 DOOR_OPTIONS = {DOOR: [], DOOR_POLL: ["--front-door-busy-poll"]}
+
+
+def registered_replicas(cluster: LocalRayCluster) -> list[str]:
+    """``host:port`` of the accelserve replicas' own HTTP servers, from the line each writes to
+    Serve's log when it registers (deploy/replica.py)."""
+    found = []
+    for log in sorted(Path(cluster.temp_dir).glob("session_*/logs/serve/replica_*.log")):
+        text = log.read_text(errors="replace")
+        found += re.findall(r"accelserve replica registered: http://(\S+)", text)
+    if not found:
+        raise RuntimeError(f"no replica registered in Serve's logs under {cluster.temp_dir}")
+    return found
 
 
 def door_ports() -> list[str]:
@@ -283,10 +297,13 @@ def measure(
                     f"{pss_mib(haproxy_pids(cluster)):,.0f} MiB"
                 )
                 urls = {system: f"127.0.0.1:{server_port}", STANDALONE: f"127.0.0.1:{port}"}
+                if system == DOOR and workload.model == "simple":  # where the hop's cost goes
+                    urls[REPLICA] = registered_replicas(cluster)[0]
                 if workload.check is not None:
                     worst = workload.check(urls, STANDALONE)
                     workload.agreement[system] = worst[system]
-                workload.runs.setdefault(system, [])
+                for name in urls:
+                    workload.runs.setdefault(name, [])
                 for repeat in range(repeats):
                     order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
                     for name in order:

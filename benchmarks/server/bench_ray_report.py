@@ -14,10 +14,12 @@ from benchmarks import _report
 from benchmarks.server import bench_ray_minilm as minilm
 
 DOOR, DOOR_POLL, RAYSERVE, STANDALONE = "door", "door_haproxy_busy_poll", "rayserve", "standalone"
+REPLICA = "replica_direct"  # one of the front door's replicas, its own server driven directly
 LABELS = {
     DOOR: "accelserve on Ray (front door)",
     DOOR_POLL: "accelserve on Ray (front door, --front-door-busy-poll)",
     RAYSERVE: "Ray Serve best",
+    REPLICA: "one replica's own server, directly",
     STANDALONE: "standalone",
 }
 
@@ -51,7 +53,7 @@ def report(
     ``write_docs`` (a run of every model: one of some would drop the others' tables)."""
     sections = []
     for workload in workloads:
-        names = [*workload.systems, STANDALONE]
+        names = [n for n in (*workload.systems, REPLICA, STANDALONE) if n in workload.runs]
         doors = [n for n in names if n in (DOOR, DOOR_POLL)]
         header = ["connections"] + [f"{LABELS[n]} req/s / p50 / p99 ms" for n in names]
         for door in doors:
@@ -118,9 +120,11 @@ Nodes of 2 CPUs; 2 replicas of 1 CPU (one per node) for every Ray system; Ray Se
 deployment is benchmarks/server/ray_serve_simple.py (`@serve.batch` max 8). The front door
 twice, each on a cluster of its own: as deployed by default (HAProxy sleeps when idle), and
 with `--front-door-busy-poll` (HAProxy's `busy-polling`: its thread never sleeps, a core of
-the front door's host). An earlier run (commit e7614c6, bench_ray_systems.csv, system
-`door_busy_poll`) also had the replicas' servers poll (`--busy-poll-us 200`): slower on these
-two shared cores.
+the front door's host). "One replica's own server, directly": one of the default front door's
+replicas, its own accelserve HTTP server driven directly, without HAProxy (the replicas do not
+busy-poll; a standalone server does by default): what the front door's hop costs. An earlier
+run (commit e7614c6, bench_ray_systems.csv, system `door_busy_poll`) also had the replicas'
+servers poll (`--busy-poll-us 200`): slower at every level on these two shared cores.
 """
 
 MINILM_TEXT = """
