@@ -64,10 +64,13 @@ class PeerRegistry:
         """``(version, endpoints(groups))`` once the registry's version differs from
         ``version``, or after ``timeout`` seconds."""
         if self.version == version:
-            event = asyncio.Event()
-            self._waiting.append((asyncio.get_running_loop(), event))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            waiter = (asyncio.get_running_loop(), asyncio.Event())
+            self._waiting.append(waiter)
+            try:
+                await asyncio.wait_for(waiter[1].wait(), timeout)
+            except TimeoutError:  # no change: forget the waiter (the door asks twice a second)
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
         return self.version, self.endpoints(groups)
 
     def urls(self, groups: list[str]) -> list[str]:

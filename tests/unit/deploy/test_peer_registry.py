@@ -60,3 +60,4 @@ def test_with_no_change_the_reader_gets_the_same_version_after_its_timeout() -> 
     registry.add(KEY, "r1", URL)
     version, endpoints = asyncio.run(registry.endpoints_after([KEY], 1, 0))
     assert (version, endpoints) == (1, {KEY: [{"http": URL}]})
+    assert registry._waiting == []  # a reader that timed out leaves nothing behind
