@@ -20,7 +20,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.conftest import ServerProcess
 
 RAY = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
 # Ray's proxy sends requests to the replicas of its own node first; tests want to see them all.
@@ -258,3 +261,21 @@ def two_nodes(**options: Any) -> Iterator[LocalRayCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextlib.contextmanager
+def serving_on_ray(
+    repository: Path, cluster: LocalRayCluster, *args: str
+) -> Iterator[ServerProcess]:
+    """``accelserve serve --ray`` on ``cluster`` with ``args``, once the command says the whole
+    application is deployed (ready answers as soon as one replica is up); it must exit cleanly."""
+    from tests.conftest import ServerProcess
+
+    process = ServerProcess(repository, "--ray", cluster.address, *args, env=cluster.env)
+    deadline = time.monotonic() + 120
+    while "accelserve on Ray Serve:" not in process.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.output()[-3000:]

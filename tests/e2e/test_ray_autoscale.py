@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster, two_nodes
+from tests.ray_cluster import LocalRayCluster, serving_on_ray, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 pytest.importorskip("ray.serve")
@@ -62,10 +62,9 @@ def cluster() -> Iterator[LocalRayCluster]:
 
 @pytest.fixture(scope="module")
 def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(
+    with serving_on_ray(
         repository,
-        "--ray",
-        cluster.address,
+        cluster,
         "--autoscale",
         "1:2",
         "--ray-ingress",
@@ -83,15 +82,8 @@ def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess
         "look_back_period_s=2",
         "--autoscale-setting",
         "metrics_interval_s=0.5",
-        env=cluster.env,
-    )
-    deadline = time.monotonic() + 120
-    while "accelserve on Ray Serve:" not in process.output() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    try:
+    ) as process:
         yield process
-    finally:
-        assert process.stop() == 0, process.output()[-3000:]
 
 
 def infer(base: str, value: int, http: httpx.Client) -> httpx.Response:

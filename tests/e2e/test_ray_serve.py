@@ -30,7 +30,7 @@ import tritonclient.http as httpclient
 import yaml
 
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster, two_nodes
+from tests.ray_cluster import LocalRayCluster, serving_on_ray, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 pytest.importorskip("ray.serve")
@@ -71,24 +71,15 @@ def cluster() -> Iterator[LocalRayCluster]:
 
 @pytest.fixture(scope="module")
 def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(
+    with serving_on_ray(
         repository,
-        "--ray",
-        cluster.address,
+        cluster,
         "--replicas",
         "2",
         "--device",
         "cpu",
-        env=cluster.env,
-    )
-    # Ready answers once one replica is up; the command says when the whole app is deployed.
-    deadline = time.monotonic() + 120
-    while "accelserve on Ray Serve:" not in process.output() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    try:
+    ) as process:
         yield process
-    finally:
-        assert process.stop() == 0, process.output()[-3000:]
 
 
 def node_ids(cluster: LocalRayCluster) -> set[str]:

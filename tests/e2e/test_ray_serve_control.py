@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accelserve.tools.examples.minilm import OPTIONS, SOURCE
 from accelserve.tools.export.sentence_transformer import export_sentence_transformer
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster, two_nodes
+from tests.ray_cluster import LocalRayCluster, serving_on_ray, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 pytest.importorskip("ray.serve")
@@ -52,10 +52,9 @@ def cluster() -> Iterator[LocalRayCluster]:
 
 @pytest.fixture(scope="module")
 def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(
+    with serving_on_ray(
         repository,
-        "--ray",
-        cluster.address,
+        cluster,
         "--replicas",
         "2",
         "--device",
@@ -64,15 +63,8 @@ def server(cluster: LocalRayCluster, repository: Path) -> Iterator[ServerProcess
         "explicit",
         "--api-key",
         API_KEY,
-        env=cluster.env,
-    )
-    deadline = time.monotonic() + 120  # ready answers once one replica is up
-    while "accelserve on Ray Serve:" not in process.output() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    try:
+    ) as process:
         yield process
-    finally:
-        assert process.stop() == 0, process.output()[-3000:]
 
 
 def ray_query(cluster: LocalRayCluster, expression: str) -> object:
