@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,23 +76,23 @@ class LocalRayCluster:
         self.env = {**os.environ, **ENV, **(env or {}), "ACCELSERVE_TEST_RAY": self.temp_dir}
         if haproxy:
             self.env.update(self.haproxy_env())
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen[bytes]] = []  # the nodes running (head first)
         self._logs: list[Path] = []
         self._started = 0
-        self._start(
-            "head",
-            [
+        self.worker_cpus = worker_cpus
+
+        def head() -> list[str]:  # fresh ports on every try
+            self.port = free_port()
+            self.address = f"127.0.0.1:{self.port}"
+            return [
                 "--head",
                 f"--port={self.port}",
                 "--include-dashboard=false",
                 f"--ray-client-server-port={free_port()}",
                 f"--num-cpus={head_cpus}",
-            ],
-        )
-        self._wait_nodes(1)
-        self.worker_cpus = worker_cpus
+            ]
+
+        self._start_registered("head", head)
 
     def haproxy_env(self) -> dict[str, str]:
         """Ray Serve's fast front door: HAProxy, direct ingress to the replicas, throughput
@@ -117,17 +117,39 @@ class LocalRayCluster:
 
     def add_worker(self) -> subprocess.Popen[bytes]:
         """Start a worker node; return once it has registered with the GCS."""
-        count = len(self.nodes)
-        node = self._start(
+        return self._start_registered(
             f"worker{self._started}",
-            [
+            lambda: [
                 f"--address={self.address}",
                 f"--num-cpus={self.worker_cpus}",
                 "--resources=" + json.dumps({"worker_node": 1}),
             ],
         )
-        self._wait_nodes(count + 1)
-        return node
+
+    def _start_registered(
+        self, name: str, args: Callable[[], list[str]]
+    ) -> subprocess.Popen[bytes]:
+        """Start a node and wait until it has registered. A node that exits while starting
+        is started again on fresh ports, twice at most: a port free_port() found can be
+        taken before Ray binds it, and then the node's raylet never registers."""
+        tries = 0
+        while True:
+            tries += 1
+            node = self._start(name, args())
+            try:
+                self._wait_nodes(len(self.nodes))
+                return node
+            except RuntimeError:
+                if tries == 3 or node.poll() is None:  # retried: only the new node's failure
+                    raise
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            if len(self.nodes) == 1:  # the head: whatever its try left (GCS, raylet) goes too
+                for pid in self._leftover_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            self.nodes.pop()
+            self._logs.pop()
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         ports = [
