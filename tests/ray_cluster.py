@@ -33,6 +33,13 @@ ENV = {
     "RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING": "0",
 }
 
+# The GCS declares a lost node dead after 3 missed checks of 0.5 s (Ray's default: 5 of 3 s).
+FAST_NODE_DEATH = {
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -240,9 +247,10 @@ class LocalRayCluster:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def processes(self, title: str) -> list[int]:
+    def processes(self, title: str, name: str | None = None) -> list[int]:
         """Pids of this cluster's processes whose title (Ray sets ``ray::<actor>``) starts
-        with ``title``."""
+        with ``title`` and, if given, whose executable is ``name`` (HAProxy, ours or Ray's:
+        both inherit the cluster's environment)."""
         marker = f"ACCELSERVE_TEST_RAY={self.temp_dir}".encode()
         found = []
         for entry in Path("/proc").iterdir():
@@ -251,6 +259,8 @@ class LocalRayCluster:
             try:
                 command = (entry / "cmdline").read_bytes()
                 environ = (entry / "environ").read_bytes()
+                if name is not None and (entry / "comm").read_text().strip() != name:
+                    continue
             except OSError:
                 continue
             if command.startswith(title.encode()) and marker in environ.split(b"\0"):

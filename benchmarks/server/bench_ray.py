@@ -60,13 +60,16 @@ RAYSERVE_REPLICA = "ray::ServeReplica:rayserve:SimpleOnnx"
 DOOR_OPTIONS = {DOOR: [], DOOR_POLL: ["--front-door-busy-poll"]}
 
 
+REGISTERED = "accelserve replica registered:"  # the line deploy/replica.py logs
+
+
 def registered_replicas(cluster: LocalRayCluster) -> list[str]:
     """``host:port`` of the accelserve replicas' own HTTP servers, from the line each writes to
     Serve's log when it registers (deploy/replica.py)."""
     found = []
     for log in sorted(Path(cluster.temp_dir).glob("session_*/logs/serve/replica_*.log")):
         text = log.read_text(errors="replace")
-        found += re.findall(r"accelserve replica registered: http://(\S+)", text)
+        found += re.findall(rf"{REGISTERED} http://(\S+)", text)
     if not found:
         raise RuntimeError(f"no replica registered in Serve's logs under {cluster.temp_dir}")
     return found
@@ -88,30 +91,17 @@ def pss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
-def haproxy_pids(cluster: LocalRayCluster) -> list[int]:
-    """This cluster's HAProxy processes (ours or Ray's: both inherit the cluster's env)."""
-    marker = f"ACCELSERVE_TEST_RAY={cluster.temp_dir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "haproxy":
-                continue
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def simple_repository(root: Path) -> Path:
+def simple_repository(root: Path, instances: int = 1) -> Path:
+    """The example ``simple`` under ``root``/models, with ``instances`` CPU instances."""
     from accelserve.tools.examples.build import BUILDERS
 
     target = root / "models" / "simple"
     target.mkdir(parents=True)
-    config = ROOT / "examples" / "model_repository" / "simple" / "config.pbtxt"
-    (target / "config.pbtxt").write_text(config.read_text())
+    config = (ROOT / "examples" / "model_repository" / "simple" / "config.pbtxt").read_text()
+    config, found = re.subn(r"count: 1\b", f"count: {instances}", config)
+    if found != 1:
+        raise RuntimeError("examples/model_repository/simple/config.pbtxt: no 'count: 1' found")
+    (target / "config.pbtxt").write_text(config)
     BUILDERS["simple"](target)
     return target.parent
 
@@ -294,7 +284,7 @@ def measure(
                     replicas = cluster.processes(workload.peer_title)
                 workload.memory[system] = (
                     f"{len(replicas)} replicas {pss_mib(replicas):,.0f} MiB + HAProxy "
-                    f"{pss_mib(haproxy_pids(cluster)):,.0f} MiB"
+                    f"{pss_mib(cluster.processes('', name='haproxy')):,.0f} MiB"
                 )
                 urls = {system: f"127.0.0.1:{server_port}", STANDALONE: f"127.0.0.1:{port}"}
                 if system == DOOR and workload.model == "simple":  # where the hop's cost goes

@@ -51,7 +51,9 @@ if str(ROOT) not in sys.path:
 from benchmarks.server.bench_ray import (  # noqa: E402
     ACCELSERVE_REPLICA,
     RAYSERVE_REPLICA,
+    REGISTERED,
     launch,
+    simple_repository,
     stop,
 )
 from benchmarks.server.bench_ray_recovery_report import (  # noqa: E402
@@ -60,34 +62,13 @@ from benchmarks.server.bench_ray_recovery_report import (  # noqa: E402
     Cycle,
     report,
 )
-from tests.ray_cluster import LocalRayCluster, free_port  # noqa: E402
+from tests.ray_cluster import FAST_NODE_DEATH, LocalRayCluster, free_port  # noqa: E402
 
 NODE_HEADERS = {ACCELSERVE: "accelserve-ray-node", RAYSERVE: "rayserve-node"}
 DEPLOYMENTS = {ACCELSERVE: "accelserve-default", RAYSERVE: "SimpleOnnx"}
 REPLICA_TITLES = {ACCELSERVE: ACCELSERVE_REPLICA, RAYSERVE: RAYSERVE_REPLICA}
-# As tests/e2e/test_ray_serve.py: the GCS declares a lost node dead after 3 missed 0.5 s checks.
-FAST_NODE_DEATH = {
-    "RAY_health_check_period_ms": "500",
-    "RAY_health_check_timeout_ms": "500",
-    "RAY_health_check_failure_threshold": "3",
-}
 WAIT_S = 90.0  # the most any one phase may take before the run is declared failed
 VALUE = np.arange(16, dtype=np.int32).reshape(1, 16)
-
-
-def repository(root: Path) -> Path:
-    """``simple`` with two CPU instances: a replica asks for 2 CPUs, a whole node."""
-    from accelserve.tools.examples.build import BUILDERS
-
-    target = root / "models" / "simple"
-    target.mkdir(parents=True)
-    config = (ROOT / "examples" / "model_repository" / "simple" / "config.pbtxt").read_text()
-    config, found = re.subn(r"count: 1\b", "count: 2", config)
-    if found != 1:
-        raise RuntimeError("examples/model_repository/simple/config.pbtxt: no 'count: 1' found")
-    (target / "config.pbtxt").write_text(config)
-    BUILDERS["simple"](target)
-    return target.parent
 
 
 def v2_request() -> tuple[bytes, dict[str, str]]:
@@ -185,7 +166,6 @@ def wait_answers(load: Load, start: float, count: int) -> None:
 
 
 LOG_TIME = re.compile(r"\S+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
-REGISTERED = "accelserve replica registered:"  # deploy/replica.py's line
 
 
 def serve_log_events(
@@ -350,7 +330,7 @@ def main() -> None:
     if RAYSERVE in args.systems and ACCELSERVE not in args.systems:
         parser.error(f"--systems {RAYSERVE} needs {ACCELSERVE}: it replays its metadata")
     work = Path(tempfile.mkdtemp(prefix="bench_ray_recovery"))
-    repository(work)
+    simple_repository(work, instances=2)  # a replica asks for 2 CPUs: a whole node
     path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     load = [os.getloadavg()[0]]

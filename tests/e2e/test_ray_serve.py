@@ -30,7 +30,7 @@ import tritonclient.http as httpclient
 import yaml
 
 from tests.conftest import ServerProcess, copy_example
-from tests.ray_cluster import LocalRayCluster, serving_on_ray, two_nodes
+from tests.ray_cluster import FAST_NODE_DEATH, LocalRayCluster, serving_on_ray, two_nodes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 pytest.importorskip("ray.serve")
@@ -53,14 +53,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (root / "simple_delayed" / "config.pbtxt").write_text(config)
     return root
-
-
-# The GCS declares a lost node dead after 3 missed checks of 0.5 s (Ray's default: 5 of 3 s).
-FAST_NODE_DEATH = {
-    "RAY_health_check_period_ms": "500",
-    "RAY_health_check_timeout_ms": "500",
-    "RAY_health_check_failure_threshold": "3",
-}
 
 
 @pytest.fixture(scope="module")
